@@ -1,0 +1,5 @@
+"""mirrorfit: Keras-simple distributed training for PyTorch."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"

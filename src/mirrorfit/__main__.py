@@ -1,0 +1,3 @@
+from mirrorfit.cli import main
+
+raise SystemExit(main())

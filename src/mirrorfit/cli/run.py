@@ -1,0 +1,10 @@
+"""`mirrorfit run` (placeholder until its issue lands)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("run", help="(not yet available)")
+    p.set_defaults(func=lambda args: print("mirrorfit run: not yet available") or 1)

@@ -1,0 +1,120 @@
+"""What the trainer iterates: this replica's local batches of one epoch.
+
+Separation of concerns:
+- a *source* knows how to fetch samples by index (arrays, tensors, a torch
+  Dataset, a DataLoader's dataset) — ``mirrorfit.data.sources``;
+- a *batch stream* decides the global batches of an epoch (order from seed and
+  epoch only) and fetches this replica's share — this module, and
+  ``mirrorfit.data.Dataset`` pipelines, which implement the same protocol;
+- the *trainer* owns epoch and step counters and asks for ``iter_epoch(epoch,
+  start_step)``, so a checkpoint that records (epoch, step) resumes exactly,
+  on any replica count.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+
+from mirrorfit.data.sharding import Replica, epoch_order, num_batches, share_bounds
+from mirrorfit.data.sources import Source
+
+
+@dataclass
+class LocalBatch:
+    """One replica's share of one global batch.
+
+    Attributes:
+        data: the tensors of the share, ``(x, y)`` or ``(x, y, sample_weight)`` or ``(x,)``;
+            ``x`` and ``y`` may themselves be tuples/dicts of tensors.
+        size: samples in this share (may be 0: then ``data`` holds one dummy
+            sample that the trainer weights by zero).
+        global_size: samples in the whole global batch (the divisor of the mean).
+        indices: the dataset indices of the share, when known (for predict order).
+    """
+
+    data: tuple[Any, ...]
+    size: int
+    global_size: int
+    indices: torch.Tensor | None = None
+
+
+@runtime_checkable
+class BatchStream(Protocol):
+    """An epoch-indexed stream of local batches; stateless between epochs.
+
+    ``iter_epoch(epoch, start_step)`` must yield the same batches for the same
+    ``(epoch, start_step)`` whatever the replica count (only the split differs).
+    """
+
+    def steps_per_epoch(self) -> int | None:
+        """Global steps per epoch, or None when unknown (generators)."""
+
+    def iter_epoch(self, epoch: int, start_step: int = 0) -> Iterator[LocalBatch]:
+        """This replica's local batches of ``epoch``, from global step ``start_step``."""
+
+    def num_samples(self) -> int | None:
+        """Samples per epoch (None when unknown)."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """What besides (epoch, step) decides the order (e.g. the seed)."""
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+class IndexedBatches:
+    """Global batches of an indexable source, sharded for one replica.
+
+    Args:
+        source: where samples come from.
+        batch_size: the *global* batch size.
+        replica: this process's place.
+        shuffle: reshuffle every epoch (order from ``seed`` and the epoch only).
+        seed: the order seed; every replica must pass the same.
+        drop_remainder: drop a last partial global batch.
+    """
+
+    def __init__(self, source: Source, batch_size: int, replica: Replica, *,
+                 shuffle: bool = False, seed: int = 0, drop_remainder: bool = False) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, received {batch_size}.")
+        self.source = source
+        self.batch_size = batch_size
+        self.replica = replica
+        self.shuffle = shuffle
+        self.seed = seed
+        self.drop_remainder = drop_remainder
+
+    def num_samples(self) -> int:
+        return len(self.source)
+
+    def steps_per_epoch(self) -> int:
+        return num_batches(len(self.source), self.batch_size, self.drop_remainder)
+
+    def iter_epoch(self, epoch: int, start_step: int = 0) -> Iterator[LocalBatch]:
+        order = epoch_order(len(self.source), seed=self.seed, epoch=epoch, shuffle=self.shuffle)
+        for step in range(start_step, self.steps_per_epoch()):
+            global_idx = order[step * self.batch_size:(step + 1) * self.batch_size]
+            yield self._share(global_idx)
+
+    def _share(self, global_idx: torch.Tensor) -> LocalBatch:
+        start, stop = share_bounds(len(global_idx), self.replica)
+        local_idx = global_idx[start:stop]
+        if len(local_idx) == 0:  # empty share: one dummy sample, weighted 0 by the trainer
+            return LocalBatch(self.source.fetch(global_idx[:1]), 0, len(global_idx), local_idx)
+        return LocalBatch(self.source.fetch(local_idx), len(local_idx), len(global_idx), local_idx)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"seed": self.seed, "shuffle": self.shuffle, "batch_size": self.batch_size}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.seed = int(state["seed"])
+        self.shuffle = bool(state["shuffle"])
+        if int(state["batch_size"]) != self.batch_size:
+            raise ValueError(
+                f"The checkpoint was taken at global batch size {state['batch_size']}, this run "
+                f"uses {self.batch_size}; resume with batch_size={state['batch_size']}."
+            )
