@@ -1,5 +1,37 @@
-"""mirrorfit: Keras-simple distributed training for PyTorch."""
+"""mirrorfit: Keras-simple distributed training for PyTorch.
+
+Example:
+    >>> import mirrorfit
+    >>> strategy = mirrorfit.MirroredStrategy(devices=2)   # doctest: +SKIP
+    >>> with strategy.scope():                              # doctest: +SKIP
+    ...     model = mirrorfit.Model(module)
+    ...     model.compile("adam", "sparse_categorical_crossentropy", ["accuracy"])
+    >>> model.fit(x, y, batch_size=64, epochs=2)            # doctest: +SKIP
+"""
 
 from __future__ import annotations
 
+from mirrorfit import callbacks, data, datasets, losses, metrics, optimizers
+from mirrorfit.devices import list_devices
+from mirrorfit.model import Model
+from mirrorfit.seed import set_seed
+from mirrorfit.strategies import MirroredStrategy, OneDeviceStrategy, Strategy, get_strategy
+
 __version__ = "0.1.0"
+
+__all__ = [
+    "MirroredStrategy",
+    "Model",
+    "OneDeviceStrategy",
+    "Strategy",
+    "__version__",
+    "callbacks",
+    "data",
+    "datasets",
+    "get_strategy",
+    "list_devices",
+    "losses",
+    "metrics",
+    "optimizers",
+    "set_seed",
+]

@@ -1,0 +1,10 @@
+"""Callbacks with Keras's hook names; one callback per module."""
+
+from __future__ import annotations
+
+from mirrorfit.callbacks.callback import Callback
+from mirrorfit.callbacks.callback_list import CallbackList
+from mirrorfit.callbacks.history import History
+from mirrorfit.callbacks.progbar_logger import ProgbarLogger
+
+__all__ = ["Callback", "CallbackList", "History", "ProgbarLogger"]

@@ -1,0 +1,57 @@
+"""Calls every callback's hook in order."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from mirrorfit.callbacks.callback import Callback, Logs
+
+if TYPE_CHECKING:
+    from mirrorfit.model import Model
+
+_HOOKS = [
+    "on_train_begin", "on_train_end", "on_epoch_begin", "on_epoch_end",
+    "on_train_batch_begin", "on_train_batch_end", "on_test_begin", "on_test_end",
+    "on_test_batch_begin", "on_test_batch_end", "on_predict_begin", "on_predict_end",
+    "on_predict_batch_begin", "on_predict_batch_end",
+]
+
+
+class CallbackList(Callback):
+    """A callback that forwards every hook to a list of callbacks."""
+
+    def __init__(self, callbacks: Iterable[Callback] | None, model: Model,
+                 params: dict[str, Any]) -> None:
+        super().__init__()
+        self.callbacks = list(callbacks or [])
+        for cb in self.callbacks:
+            if not isinstance(cb, Callback):
+                raise TypeError(f"callbacks must be mirrorfit.callbacks.Callback instances; "
+                                f"received {type(cb).__name__}.")
+            cb.set_model(model)
+            cb.set_params(params)
+        self.batch_logs = any(cb.batch_logs for cb in self.callbacks)
+        # bind only the hooks somebody overrides, so empty hooks cost nothing per step
+        for hook in _HOOKS:
+            targets = [getattr(cb, hook) for cb in self.callbacks
+                       if getattr(type(cb), hook) is not getattr(Callback, hook)]
+            setattr(self, hook, _fan_out(targets))
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(self.callbacks)
+
+
+def _fan_out(targets: list[Any]) -> Any:
+    if not targets:
+        return _noop
+
+    def call(*args: Any, **kwargs: Any) -> None:
+        for fn in targets:
+            fn(*args, **kwargs)
+
+    return call
+
+
+def _noop(*args: Any, logs: Logs | None = None) -> None:
+    return None

@@ -1,0 +1,127 @@
+"""One clear error per failed job.
+
+Workers record an uncaught exception in the error file torch elastic gives them
+(``TORCHELASTIC_ERROR_FILE``, torch's own JSON layout plus a precise time) and
+exit at once, without printing a traceback of their own when mirrorfit's
+launcher will print it. The launcher then names the *first* failure (the root
+cause; the other ranks' "connection closed" errors are its consequences) and
+prints its traceback once, labelled with the rank.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+import traceback
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+#: set by mirrorfit's launcher in each worker's environment
+LAUNCHED_BY_MIRRORFIT = "MIRRORFIT_LAUNCHED"
+
+_SECONDARY = ("Connection closed by peer", "Connection reset by peer", "Broken pipe",
+              "DistBackendError", "Socket Timeout", "connectFullMesh")
+
+
+def install_worker_excepthook(rank: int) -> None:
+    """Record uncaught exceptions of this worker; exit without the finalizer.
+
+    Exiting with ``os._exit`` skips interpreter teardown, which with live gloo
+    threads can abort (TORCH-NOTES trap 1) and would turn exit status 1 into -6.
+    """
+    previous = sys.excepthook
+
+    def hook(exc_type: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
+        if issubclass(exc_type, KeyboardInterrupt):
+            previous(exc_type, exc, tb)
+            return
+        text = "".join(traceback.format_exception(exc_type, exc, tb))
+        _write_error_file(exc, text, rank)
+        if not os.environ.get(LAUNCHED_BY_MIRRORFIT):
+            labelled = "".join(f"[rank {rank}] {line}\n" for line in text.rstrip().split("\n"))
+            sys.stderr.write(labelled)
+        sys.stderr.flush()
+        sys.stdout.flush()
+        os._exit(1)
+
+    sys.excepthook = hook
+
+
+def _write_error_file(exc: BaseException, text: str, rank: int) -> None:
+    path = os.environ.get("TORCHELASTIC_ERROR_FILE")
+    if not path:
+        return
+    data = {"message": {"message": f"{type(exc).__name__}: {exc}",
+                        "extraInfo": {"py_callstack": text, "timestamp": str(int(time.time()))}},
+            "mirrorfit": {"time": time.time(), "rank": rank, "type": type(exc).__name__}}
+    try:
+        with open(path, "w") as fp:
+            json.dump(data, fp)
+    except OSError:
+        pass
+
+
+@dataclass
+class WorkerFailure:
+    """What one worker's end looked like, as the launcher saw it."""
+
+    rank: int
+    exitcode: int
+    traceback: str | None = None
+    message: str | None = None
+    time: float = float("inf")
+
+    @property
+    def secondary(self) -> bool:
+        """True when this failure looks like a consequence of another rank's."""
+        if self.exitcode == -signal.SIGTERM:
+            return True
+        text = (self.message or "") + (self.traceback or "")
+        return any(marker in text for marker in _SECONDARY)
+
+    def describe(self) -> str:
+        if self.traceback:
+            head = f"worker rank {self.rank} failed (exit code {self.exitcode}):"
+            body = "".join(f"[rank {self.rank}] {line}\n"
+                           for line in self.traceback.rstrip().split("\n"))
+            return f"{head}\n{body}"
+        if self.exitcode < 0:
+            try:
+                name = signal.Signals(-self.exitcode).name
+            except ValueError:
+                name = f"signal {-self.exitcode}"
+            return f"worker rank {self.rank} was killed by {name} (exit code {self.exitcode})."
+        return (f"worker rank {self.rank} exited with code {self.exitcode} without raising a "
+                "Python exception (os._exit, sys.exit from native code, or a crash).")
+
+
+def failure_from_elastic(rank: int, failure: Any) -> WorkerFailure:
+    """Build a WorkerFailure from torch elastic's ProcessFailure."""
+    out = WorkerFailure(rank=rank, exitcode=int(failure.exitcode))
+    path = getattr(failure, "error_file", None)
+    if path and os.path.exists(path):
+        try:
+            with open(path) as fp:
+                data = json.load(fp)
+            out.traceback = data["message"]["extraInfo"]["py_callstack"]
+            out.message = data["message"]["message"]
+            out.time = float(data.get("mirrorfit", {}).get("time", failure.timestamp))
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+    return out
+
+
+def root_cause(failures: list[WorkerFailure]) -> WorkerFailure:
+    """The failure that started it: primary before secondary, then earliest."""
+    return min(failures, key=lambda f: (f.secondary, f.time, f.rank))
+
+
+def format_failures(failures: list[WorkerFailure], world_size: int) -> str:
+    cause = root_cause(failures)
+    others = world_size - 1
+    tail = f"(the other {others} worker{'s' if others != 1 else ''} were stopped)" if others else ""
+    return f"mirrorfit: {cause.describe().rstrip()}\n{tail}".rstrip() + "\n"

@@ -1,0 +1,10 @@
+"""Strategies: how modules and tensors are placed and replicas talk."""
+
+from __future__ import annotations
+
+from mirrorfit.strategies.context import get_strategy
+from mirrorfit.strategies.mirrored import MirroredStrategy
+from mirrorfit.strategies.one_device import OneDeviceStrategy
+from mirrorfit.strategies.strategy import Strategy
+
+__all__ = ["MirroredStrategy", "OneDeviceStrategy", "Strategy", "get_strategy"]

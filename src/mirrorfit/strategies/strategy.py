@@ -1,0 +1,150 @@
+"""Strategies place modules and tensors and talk between replicas.
+
+A strategy answers: how many replicas, which one am I, which device is mine,
+how is a module wrapped for training, and how are values reduced, gathered and
+broadcast. It never reads the cluster's variables itself (``cluster``
+environments do) and never starts processes (the launcher does).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from mirrorfit.data.sharding import Replica
+from mirrorfit.strategies import context
+
+_REDUCE_OPS = {"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX, "min": dist.ReduceOp.MIN}
+
+
+class Strategy:
+    """Base strategy: one replica in this process unless a process group is up.
+
+    Subclasses set ``_rank``, ``_world``, ``_local_rank`` and ``_device`` and may
+    override :meth:`setup_module`.
+    """
+
+    def __init__(self) -> None:
+        self._rank = 0
+        self._world = 1
+        self._local_rank = 0
+        self._device = torch.device("cpu")
+
+    # --- who am I -----------------------------------------------------------------------
+    @property
+    def num_replicas_in_sync(self) -> int:
+        """Replicas that compute each global batch together (Keras's name)."""
+        return self._world
+
+    @property
+    def rank(self) -> int:
+        return self._rank
+
+    @property
+    def local_rank(self) -> int:
+        return self._local_rank
+
+    @property
+    def is_chief(self) -> bool:
+        """True on the replica that prints and writes files (rank 0)."""
+        return self._rank == 0
+
+    @property
+    def device(self) -> torch.device:
+        return self._device
+
+    @property
+    def replica(self) -> Replica:
+        return Replica(self._rank, self._world)
+
+    @property
+    def distributed(self) -> bool:
+        return self._world > 1 and dist.is_available() and dist.is_initialized()
+
+    # --- scope --------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def scope(self) -> Iterator[Strategy]:
+        """Models built or compiled inside are bound to this strategy."""
+        context.push(self)
+        try:
+            yield self
+        finally:
+            context.pop()
+
+    # --- modules ------------------------------------------------------------------------
+    def setup_module(self, module: nn.Module) -> nn.Module:
+        """Move ``module`` to this replica's device; return what to call in training."""
+        return module.to(self._device)
+
+    def no_sync(self, wrapped: nn.Module) -> contextlib.AbstractContextManager[Any]:
+        """Skip the gradient all-reduce inside (gradient accumulation)."""
+        fn = getattr(wrapped, "no_sync", None)
+        return fn() if fn is not None else contextlib.nullcontext()
+
+    # --- collectives --------------------------------------------------------------------
+    def all_reduce(self, tensor: torch.Tensor, op: str = "sum") -> torch.Tensor:
+        """Reduce ``tensor`` in place across replicas ('sum', 'max', 'min') and return it."""
+        if self.distributed:
+            dist.all_reduce(tensor, op=_REDUCE_OPS[op])
+        return tensor
+
+    def reduce(self, value: float | torch.Tensor, op: str = "mean") -> float | torch.Tensor:
+        """The global sum/mean/max/min of a per-replica number or tensor."""
+        if op not in ("sum", "mean", "max", "min"):
+            raise ValueError(f"op must be 'sum', 'mean', 'max' or 'min'; received {op!r}.")
+        is_tensor = isinstance(value, torch.Tensor)
+        t = value.detach().clone() if is_tensor else torch.tensor(float(value), dtype=torch.float64)
+        t = self.all_reduce(t.to(self._comm_device()), "sum" if op == "mean" else op)
+        if op == "mean":
+            t = t / self._world
+        return t if is_tensor else float(t.item())
+
+    def gather(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Concatenate every replica's ``tensor`` along dim 0 in rank order (ragged OK)."""
+        if not self.distributed:
+            return tensor
+        t = tensor.detach().to(self._comm_device())
+        sizes = self.all_gather_object(int(t.shape[0]))
+        padded = torch.zeros((max(sizes), *t.shape[1:]), dtype=t.dtype, device=t.device)
+        padded[: t.shape[0]] = t
+        parts = [torch.empty_like(padded) for _ in range(self._world)]
+        dist.all_gather(parts, padded)
+        return torch.cat([p[:n] for p, n in zip(parts, sizes, strict=True)]).to(tensor.device)
+
+    def all_gather_object(self, obj: Any) -> list[Any]:
+        if not self.distributed:
+            return [obj]
+        out: list[Any] = [None] * self._world
+        dist.all_gather_object(out, obj)
+        return out
+
+    def broadcast_object(self, obj: Any, src: int = 0) -> Any:
+        if not self.distributed:
+            return obj
+        box = [obj]
+        dist.broadcast_object_list(box, src=src)
+        return box[0]
+
+    def barrier(self) -> None:
+        if self.distributed:
+            dist.barrier()
+
+    def agree_seed(self, seed: int | None) -> int:
+        """``seed``, or a random one drawn by the chief and shared with every replica."""
+        if seed is None:
+            seed = random.SystemRandom().randrange(2**31) if self.is_chief else 0
+            seed = int(self.broadcast_object(seed))
+        return seed
+
+    def _comm_device(self) -> torch.device:
+        return self._device
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(num_replicas_in_sync={self._world}, rank={self._rank}, "
+                f"device={self._device})")

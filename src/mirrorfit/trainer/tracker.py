@@ -1,0 +1,63 @@
+"""Running loss and metrics of one loop, reduced across replicas exactly.
+
+Every metric keeps its state as float64 sums and counts; the global value is
+one all-reduce SUM of the concatenated states away, so accuracy is exact by
+counts and the loss is the sample-weighted mean over every sample seen.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from mirrorfit import metrics as metrics_mod
+from mirrorfit.strategies.strategy import Strategy
+
+
+class Tracker:
+    """The loss mean plus compiled metrics; ``result()`` gives global logs."""
+
+    def __init__(self, metrics: Sequence[Any], strategy: Strategy, prefix: str = "") -> None:
+        self.loss = metrics_mod.Mean(name="loss")
+        self.metrics = [metrics_mod.get(m) for m in metrics]
+        self.strategy = strategy
+        self.prefix = prefix
+
+    def all(self) -> list[Any]:
+        return [self.loss, *self.metrics]
+
+    def reset(self) -> None:
+        for m in self.all():
+            m.reset()
+
+    def update(self, loss_mean: torch.Tensor, y_pred: Any, y_true: Any, n: int,
+               sample_weight: torch.Tensor | None = None) -> None:
+        self.loss.update_value(loss_mean * n, n)
+        for m in self.metrics:
+            m.update(y_pred, y_true, sample_weight)
+
+    def result(self) -> dict[str, float]:
+        """Global values: one all-reduce of every state (call on every replica)."""
+        states = [m.state for m in self.all()]
+        sizes = [s.numel() for s in states]
+        flat = torch.cat([s.detach().to(torch.float64).cpu() for s in states])
+        flat = self.strategy.all_reduce(flat.to(self.strategy._comm_device())).cpu()
+        logs: dict[str, float] = {}
+        offset = 0
+        for m, size in zip(self.all(), sizes, strict=True):
+            local = m.state.detach().clone()
+            m.set_state(flat[offset:offset + size].clone())
+            logs[self.prefix + m.name] = float(m.result())
+            m.set_state(local)
+            offset += size
+        return logs
+
+    def state_dict(self) -> dict[str, Any]:
+        return {m.name: m.state.detach().cpu().clone() for m in self.all()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for m in self.all():
+            if m.name in state:
+                m.set_state(state[m.name].clone())

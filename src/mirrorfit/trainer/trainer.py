@@ -1,0 +1,167 @@
+"""The loops: fit, evaluate, predict. A batch's way reads as a straight line:
+
+    BatchStream (this replica's share) -> Steps.train (forward, loss scaled to the
+    global mean, backward: DDP all-reduces) -> optimizer -> Tracker -> callbacks
+
+The trainer owns the position (epoch, step within the epoch) and the data seed,
+so ``state_dict`` captures exactly where training stands.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from mirrorfit.callbacks.callback_list import CallbackList
+from mirrorfit.data.batches import BatchStream, LocalBatch
+from mirrorfit.trainer.steps import Steps
+from mirrorfit.trainer.tracker import Tracker
+
+if TYPE_CHECKING:
+    from mirrorfit.model import Model
+
+#: progress updates per epoch that need a global reduction (verbose=1)
+_PROGRESS_SYNCS = 20
+
+
+class Trainer:
+    """Runs the loops for one compiled :class:`mirrorfit.Model`."""
+
+    def __init__(self, model: Model, steps: Steps, metrics: list[Any],
+                 steps_per_update: int = 1) -> None:
+        self.model = model
+        self.strategy = model.strategy
+        self.steps = steps
+        self.train_tracker = Tracker(metrics, self.strategy)
+        self.eval_tracker = Tracker(metrics, self.strategy)
+        self.steps_per_update = steps_per_update
+        self.epoch = 0
+        self.step = 0
+        self.seed = 0
+        self.stream: BatchStream | None = None
+        self._resumed_tracker = False
+
+    # --- fit ----------------------------------------------------------------------------
+    def fit(self, stream: BatchStream, *, epochs: int, initial_epoch: int,
+            callbacks: CallbackList, val: tuple[BatchStream, int] | None,
+            verbose: int, steps_per_epoch: int | None) -> None:
+        self.stream = stream
+        self.epoch, self.step = initial_epoch, 0
+        self._resumed_tracker = False
+        callbacks.on_train_begin()  # a BackupAndRestore may load_state_dict() here
+        logs: dict[str, float] = {}
+        while self.epoch < epochs:
+            callbacks.on_epoch_begin(self.epoch)
+            logs = self._train_epoch(stream, callbacks, verbose, steps_per_epoch)
+            if val is not None and (self.epoch + 1) % val[1] == 0:
+                logs.update(self.evaluate(val[0], callbacks, prefix="val_"))
+            epoch, self.epoch, self.step = self.epoch, self.epoch + 1, 0
+            callbacks.on_epoch_end(epoch, logs)
+            if self._agree_stop():
+                break
+        callbacks.on_train_end(logs)
+
+    def _train_epoch(self, stream: BatchStream, callbacks: CallbackList, verbose: int,
+                     steps_per_epoch: int | None) -> dict[str, float]:
+        if not self._resumed_tracker:
+            self.train_tracker.reset()
+        self._resumed_tracker = False
+        total = steps_per_epoch or stream.steps_per_epoch() or 0
+        sync_every = max(1, total // _PROGRESS_SYNCS) if verbose == 1 else 0
+        batches = stream.iter_epoch(self.epoch, self.step)
+        if steps_per_epoch:
+            batches = itertools.islice(batches, max(0, steps_per_epoch - self.step))
+        for group in self._update_groups(batches):
+            denominator = sum(b.global_size for b in group)
+            for i, batch in enumerate(group):
+                callbacks.on_train_batch_begin(self.step)
+                loss, y_pred, y, sw = self._train_one(batch, denominator, i == len(group) - 1)
+                if batch.size:
+                    self.train_tracker.update(loss, y_pred, y, batch.size, sw)
+                self.step += 1
+                sync = callbacks.batch_logs or (sync_every and (
+                    self.step % sync_every == 0 or self.step == total))
+                callbacks.on_train_batch_end(self.step - 1,
+                                             self.train_tracker.result() if sync else {})
+            if callbacks.batch_logs and self.model.stop_training:
+                break
+        return self.train_tracker.result()
+
+    def _train_one(self, batch: LocalBatch, denominator: int,
+                   update: bool) -> tuple[torch.Tensor, Any, Any, Any]:
+        if update:
+            return self.steps.train(batch, denominator, update=True)
+        with self.strategy.no_sync(self.steps.wrapped):
+            return self.steps.train(batch, denominator, update=False)
+
+    def _update_groups(self, batches: Iterator[LocalBatch]) -> Iterator[list[LocalBatch]]:
+        """Batches in groups of ``steps_per_update`` (one optimizer step per group)."""
+        k = self.steps_per_update
+        if k == 1:
+            for b in batches:
+                yield [b]
+            return
+        while group := list(itertools.islice(batches, k)):
+            yield group
+
+    def _agree_stop(self) -> bool:
+        """Every replica stops if any callback on any replica asked to."""
+        flag = self.strategy.reduce(float(bool(self.model.stop_training)), "max")
+        self.model.stop_training = bool(flag)
+        return self.model.stop_training
+
+    # --- evaluate / predict ----------------------------------------------------------------
+    def evaluate(self, stream: BatchStream, callbacks: CallbackList,
+                 prefix: str = "") -> dict[str, float]:
+        """Every sample once, whatever the replica count; global sums -> exact values."""
+        tracker = self.eval_tracker
+        tracker.reset()
+        tracker.prefix = prefix
+        callbacks.on_test_begin()
+        for i, batch in enumerate(stream.iter_epoch(0)):
+            callbacks.on_test_batch_begin(i)
+            loss, y_pred, y, sw = self.steps.evaluate(batch)
+            if batch.size:
+                tracker.update(loss, y_pred, y, batch.size, sw)
+            callbacks.on_test_batch_end(i, {})
+        logs = tracker.result()
+        callbacks.on_test_end(logs)
+        return logs
+
+    def predict(self, stream: BatchStream, callbacks: CallbackList) -> np.ndarray:
+        """Outputs in input order, each sample once, on every replica."""
+        outputs, indices = [], []
+        callbacks.on_predict_begin()
+        for i, batch in enumerate(stream.iter_epoch(0)):
+            callbacks.on_predict_batch_begin(i)
+            out = self.steps.predict(batch)
+            if batch.size:
+                outputs.append(out.detach().cpu())
+                indices.append(batch.indices if batch.indices is not None
+                               else torch.full((batch.size,), -1, dtype=torch.int64))
+            callbacks.on_predict_batch_end(i, {})
+        callbacks.on_predict_end()
+        local = torch.cat(outputs) if outputs else torch.empty(0)
+        local_idx = torch.cat(indices) if indices else torch.empty(0, dtype=torch.int64)
+        everything = self.strategy.gather(local)
+        order = self.strategy.gather(local_idx)
+        if len(order) and bool((order >= 0).all()):
+            everything = everything[torch.argsort(order)]
+        return everything.numpy()
+
+    # --- state --------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "step": self.step, "seed": self.seed,
+                "tracker": self.train_tracker.state_dict(),
+                "stream": self.stream.state_dict() if self.stream is not None else None}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.epoch, self.step, self.seed = int(state["epoch"]), int(state["step"]), state["seed"]
+        self.train_tracker.load_state_dict(state["tracker"])
+        if self.stream is not None and state.get("stream") is not None:
+            self.stream.load_state_dict(state["stream"])
+        self._resumed_tracker = True
