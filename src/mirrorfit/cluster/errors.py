@@ -123,5 +123,6 @@ def root_cause(failures: list[WorkerFailure]) -> WorkerFailure:
 def format_failures(failures: list[WorkerFailure], world_size: int) -> str:
     cause = root_cause(failures)
     others = world_size - 1
-    tail = f"(the other {others} worker{'s' if others != 1 else ''} were stopped)" if others else ""
+    tail = ("(the other worker was stopped)" if others == 1
+            else f"(the other {others} workers were stopped)" if others else "")
     return f"mirrorfit: {cause.describe().rstrip()}\n{tail}".rstrip() + "\n"
