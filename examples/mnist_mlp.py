@@ -16,12 +16,17 @@ import mirrorfit
 
 
 def build_module() -> nn.Module:
-    return nn.Sequential(
+    module = nn.Sequential(
         nn.Flatten(),
         nn.Linear(784, 256), nn.ReLU(),
         nn.Linear(256, 256), nn.ReLU(),
         nn.Linear(256, 10),
     )
+    for layer in module:
+        if isinstance(layer, nn.Linear):  # Keras Dense's initialisers: Glorot-uniform, zeros
+            nn.init.xavier_uniform_(layer.weight)
+            nn.init.zeros_(layer.bias)
+    return module
 
 
 def main() -> None:
