@@ -22,7 +22,9 @@ import socket
 import sys
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 import torch.distributed as dist
 
@@ -61,11 +63,12 @@ def bind_loopback(port: int = 0, host: str = "127.0.0.1") -> socket.socket:
     return sock
 
 
-def host_store(port: int | None = None) -> tuple[dist.TCPStore, int]:
-    """Start a TCPStore server on loopback; returns it and its port."""
-    sock = bind_loopback(port or 0)
+def host_store(port: int | None = None, host: str = "127.0.0.1") -> tuple[dist.TCPStore, int]:
+    """Start a TCPStore server bound to ``host`` (loopback by default); returns it and
+    its port."""
+    sock = bind_loopback(port or 0, host)
     chosen = sock.getsockname()[1]
-    store = dist.TCPStore("127.0.0.1", chosen, is_master=True, multi_tenant=True,
+    store = dist.TCPStore(host, chosen, is_master=True, multi_tenant=True,
                           wait_for_workers=False, master_listen_fd=sock.detach(),
                           timeout=timedelta(seconds=60))
     return store, chosen
@@ -89,38 +92,104 @@ def worker_command() -> list[str]:
     return [script, *sys.argv[1:]]
 
 
+@dataclass(frozen=True)
+class LaunchSpec:
+    """What to start: ``nprocs`` workers on each of ``nnodes`` hosts.
+
+    One host (the default): the store is hosted here on loopback, on ``port`` or a
+    free one. Several hosts: every node names the same ``master`` ``HOST:PORT``;
+    node 0 hosts the store there, the others join it.
+    """
+
+    nprocs: int
+    nnodes: int = 1
+    node_rank: int = 0
+    master: str | None = None
+    port: int | None = None
+    max_restarts: int = 0
+    num_threads: int = 1
+
+    def validate(self) -> None:
+        if self.nprocs < 1 or self.nnodes < 1:
+            raise ValueError(f"Need at least one worker on one node; received nprocs="
+                             f"{self.nprocs}, nnodes={self.nnodes}.")
+        if not 0 <= self.node_rank < self.nnodes:
+            raise ValueError(f"node rank must satisfy 0 <= node_rank < nnodes; received "
+                             f"node_rank={self.node_rank}, nnodes={self.nnodes}.")
+        if self.nnodes > 1 and self.master is None:
+            raise ValueError("Several nodes need --master HOST:PORT, the same on every node.")
+        if self.max_restarts < 0:
+            raise ValueError(f"max_restarts must be >= 0, received {self.max_restarts}.")
+
+
+def parse_master(master: str) -> tuple[str, int]:
+    """``"HOST:PORT"`` -> (host, port), with a clear error."""
+    host, sep, port = master.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"--master must be HOST:PORT with a port in 1..65535; received "
+                         f"{master!r}.")
+    return host, int(port)
+
+
 def launch_local(nprocs: int, *, port: int | None = None, max_restarts: int = 0,
                  num_threads: int = 1, command: Sequence[str] | None = None) -> int:
-    """Run ``command`` (default: this program) in ``nprocs`` workers; return the exit status."""
-    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
-    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+    """Run ``command`` (default: this program) in ``nprocs`` workers on this host."""
+    return launch(LaunchSpec(nprocs, port=port, max_restarts=max_restarts,
+                             num_threads=num_threads), command)
 
+
+def launch(spec: LaunchSpec, command: Sequence[str] | None = None) -> int:
+    """Start the workers of ``spec`` under torch elastic; return the exit status."""
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import elastic_launch
+
+    spec.validate()
     args = list(command) if command is not None else worker_command()
-    store, store_port = host_store(port)
+    store, host, port = _store_for(spec)
+    loopback = host.startswith("127.") or host == "localhost"
     os.environ.update({
         LAUNCHED_BY_MIRRORFIT: "1",
-        STORE_ENV: f"127.0.0.1:{store_port}",
-        "OMP_NUM_THREADS": str(num_threads),
-        "MIRRORFIT_NUM_THREADS": str(num_threads),
-        "GLOO_SOCKET_IFNAME": os.environ.get("GLOO_SOCKET_IFNAME", "lo"),
+        STORE_ENV: f"{host}:{port}",
+        "OMP_NUM_THREADS": str(spec.num_threads),
+        "MIRRORFIT_NUM_THREADS": str(spec.num_threads),
         "PYTHONUNBUFFERED": os.environ.get("PYTHONUNBUFFERED", "1"),
     })
-    config = LaunchConfig(
-        min_nodes=1, max_nodes=1, nproc_per_node=nprocs, run_id=uuid.uuid4().hex[:12],
-        rdzv_backend="c10d", rdzv_endpoint=f"127.0.0.1:{store_port}",
-        rdzv_configs={"is_host": True}, max_restarts=max_restarts, monitor_interval=0.1,
-        local_addr="127.0.0.1",
-    )
+    if loopback:
+        os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
     _quiet_elastic_logs()
     try:
-        elastic_launch(config, sys.executable)(*args)
+        elastic_launch(_config(spec, host, port, loopback), sys.executable)(*args)
     except ChildFailedError as exc:
         failures = [failure_from_elastic(r, f) for r, f in exc.failures.items()]
-        sys.stderr.write(format_failures(failures, nprocs))
+        sys.stderr.write(format_failures(failures, spec.nprocs * spec.nnodes))
         return 1
     finally:
         del store
     return 0
+
+
+def _store_for(spec: LaunchSpec) -> tuple[dist.TCPStore | None, str, int]:
+    """Host the rendezvous store here (node 0) or name the master's."""
+    if spec.master is None:
+        store, port = host_store(spec.port)
+        return store, "127.0.0.1", port
+    host, port = parse_master(spec.master)
+    if spec.node_rank != 0:
+        return None, host, port
+    store, _ = host_store(port, host=socket.gethostbyname(host))
+    return store, host, port
+
+
+def _config(spec: LaunchSpec, host: str, port: int, loopback: bool) -> Any:
+    from torch.distributed.launcher.api import LaunchConfig
+
+    run_id = uuid.uuid4().hex[:12] if spec.master is None else f"mirrorfit-{host}-{port}"
+    return LaunchConfig(
+        min_nodes=spec.nnodes, max_nodes=spec.nnodes, nproc_per_node=spec.nprocs,
+        run_id=run_id, rdzv_backend="c10d", rdzv_endpoint=f"{host}:{port}",
+        rdzv_configs={"is_host": spec.node_rank == 0}, max_restarts=spec.max_restarts,
+        monitor_interval=0.1, local_addr="127.0.0.1" if loopback else None,
+    )
 
 
 def _quiet_elastic_logs() -> None:
