@@ -1,0 +1,121 @@
+"""A batched Dataset as the trainer's ``BatchStream``: each replica reads only its share.
+
+The global batches of an epoch come from the plan's handle sequence, keyed by
+(seed, epoch) only. Each global batch's handles are cut with ``share_bounds``
+*before* anything is read, so a replica gathers and maps only its own samples;
+an empty share reads one dummy sample and reports ``size=0``.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import torch
+
+from mirrorfit.data.batches import LocalBatch
+from mirrorfit.data.elements import Elements
+from mirrorfit.data.plan import Plan, compile_plan, describe, fetch_batch, fetch_samples
+from mirrorfit.data.prefetch import ordered_map, prefetch
+from mirrorfit.data.sequences import Chunk, EpochKey, blocks, items
+from mirrorfit.data.sharding import Replica, share_bounds
+from mirrorfit.data.stages import Batch, Stage
+from mirrorfit.data.trees import as_tuple
+
+__all__ = ["DatasetBatches", "iter_samples", "local_batches"]
+
+_SAMPLE_BLOCK = 256  # samples fetched at once when iterating an unbatched dataset
+
+
+class DatasetBatches:
+    """This replica's local batches of a batched ``Dataset`` (implements ``BatchStream``).
+
+    Args:
+        elements: the dataset's root.
+        stages: its stages; one must be ``batch``.
+        replica: this process's place.
+        seed: the seed of shuffles created with ``seed=None``; every replica must pass the same.
+
+    Raises:
+        ValueError: the dataset is not batched.
+    """
+
+    def __init__(self, elements: Elements, stages: Sequence[Stage], replica: Replica,
+                 seed: int) -> None:
+        batches = [s for s in stages if isinstance(s, Batch)]
+        if not batches:
+            raise ValueError(
+                f"A Dataset given to fit/evaluate/predict must be batched; received "
+                f"{describe(elements, stages)}. Add .batch(global_batch) (the samples per step "
+                "across all replicas), e.g. ds.batch(64)."
+            )
+        self.elements, self.stages, self.replica, self.seed = elements, tuple(stages), replica, seed
+        self.batch_size = batches[0].size
+        self._plan: Plan | None = None
+        self._plan_seed: int | None = None
+        self._lock = threading.Lock()
+
+    def plan(self) -> Plan:
+        with self._lock:
+            if self._plan is None or self._plan_seed != self.seed:
+                self._plan = compile_plan(self.elements, self.stages, self.seed)
+                self._plan_seed = self.seed
+            return self._plan
+
+    def steps_per_epoch(self) -> int | None:
+        n = self.plan().seq.length
+        return n if n >= 0 else None
+
+    def num_samples(self) -> int | None:
+        plan = self.plan()
+        if plan.seq.length < 0 or not plan.indexable:
+            return None  # counting would run the generator
+        return sum(len(h) for h in items(plan.seq.chunks(EpochKey(self.seed, 0))))
+
+    def iter_epoch(self, epoch: int, start_step: int = 0) -> Iterator[LocalBatch]:
+        if start_step < 0:
+            raise ValueError(f"start_step must be >= 0; received {start_step}.")
+        return local_batches(self.plan(), EpochKey(self.seed, epoch), start_step, self.replica)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"seed": self.seed, "batch_size": self.batch_size}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if int(state["batch_size"]) != self.batch_size:
+            raise ValueError(
+                f"The checkpoint was taken at global batch size {state['batch_size']}, this "
+                f"Dataset uses batch({self.batch_size}); resume with "
+                f".batch({state['batch_size']})."
+            )
+        self.seed = int(state["seed"])
+
+
+def local_batches(plan: Plan, key: EpochKey, start_step: int,
+                  replica: Replica) -> Iterator[LocalBatch]:
+    """Global batches from ``start_step``, cut to ``replica``'s share, fetched and mapped."""
+    global_batches = items(plan.seq.chunks(key, start_step))
+    out = ordered_map(lambda h: _local_batch(plan, h, replica), global_batches, plan.workers)
+    if plan.prefetch is not None and plan.prefetch.size > 0:
+        return prefetch(out, plan.prefetch.size, plan.prefetch.device)
+    return out
+
+
+def _local_batch(plan: Plan, handles: Chunk, replica: Replica) -> LocalBatch:
+    n = handles.shape[0] if isinstance(handles, torch.Tensor) else len(handles)
+    start, stop = share_bounds(n, replica)
+    local = handles if stop - start == n else handles[start:stop]
+    # an empty share still reads one (dummy) sample: the trainer weights it by zero
+    data = as_tuple(fetch_batch(plan, local if stop > start else handles[:1]))
+    indices = local if isinstance(local, torch.Tensor) else None
+    return LocalBatch(data, stop - start, n, indices)
+
+
+def iter_samples(plan: Plan, key: EpochKey) -> Iterator[tuple[Any, ...]]:
+    """An unbatched pipeline's elements one by one (plain iteration), each as a tuple."""
+    pieces = (p for chunk in plan.seq.chunks(key) for p in blocks(chunk, _SAMPLE_BLOCK))
+    out: Iterator[list[Any]] = ordered_map(lambda h: fetch_samples(plan, h), pieces, plan.workers)
+    if plan.prefetch is not None and plan.prefetch.size > 0:
+        out = prefetch(out, plan.prefetch.size, plan.prefetch.device)
+    for block in out:
+        yield from (as_tuple(s) for s in block)
