@@ -1,0 +1,7 @@
+"""Dataset tests: pure logic, one thread, no process group (the machine is shared)."""
+
+from __future__ import annotations
+
+import torch
+
+torch.set_num_threads(1)
