@@ -198,3 +198,14 @@ def test_len_and_repr() -> None:
     assert repr(ds) == "Dataset(slices(10) -> shuffle(None) -> batch(4))"
     with pytest.raises(TypeError, match="infinite"):
         len(ds.repeat())
+
+
+def test_unseeded_shuffle_follows_torch_manual_seed_and_seeded_pipelines_leave_it_alone() -> None:
+    ds = Dataset.from_tensor_slices(ids(30)).shuffle().batch(30)
+    torch.manual_seed(5)
+    first = flat_y(ds)
+    torch.manual_seed(5)
+    assert flat_y(Dataset.from_tensor_slices(ids(30)).shuffle().batch(30)) == first
+    state = torch.get_rng_state()
+    flat_y(Dataset.from_tensor_slices(ids(30)).shuffle(seed=1).batch(30))
+    assert torch.equal(torch.get_rng_state(), state)

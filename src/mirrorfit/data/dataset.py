@@ -187,7 +187,9 @@ class Dataset:
         return n
 
     def __iter__(self) -> Iterator[tuple[Any, ...]]:
-        seed = int(torch.randint(0, 2**62, ()).item())  # shuffles with seed=None
+        # shuffles given seed=None draw from torch's generator (torch.manual_seed repeats them)
+        unseeded = any(isinstance(s, Shuffle) and s.seed is None for s in self._stages)
+        seed = int(torch.randint(0, 2**62, ()).item()) if unseeded else 0
         key = EpochKey(seed, self._iterations)
         self._iterations += 1
         plan = compile_plan(self._elements, self._stages, seed)
