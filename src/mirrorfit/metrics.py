@@ -59,7 +59,11 @@ class Metric:
 
     def __init__(self, name: str | None = None) -> None:
         self.name = name or self.default_name
-        self._state = torch.zeros(2, dtype=torch.float64)
+        # The hot path adds one float64 scalar per update (the weighted total) and
+        # counts unweighted samples in Python: 2 tensor ops per step, like a hand loop.
+        self._total = torch.zeros((), dtype=torch.float64)
+        self._weight = torch.zeros((), dtype=torch.float64)
+        self._n = 0.0
 
     def values(self, y_pred: torch.Tensor, y_true: torch.Tensor) -> torch.Tensor:
         """Per-sample values, ``(batch, ...)``, whose weighted mean is the metric."""
@@ -73,50 +77,60 @@ class Metric:
 
     def result(self) -> float:
         """The weighted mean so far; 0.0 before any update (as Keras)."""
-        total, count = self._state.tolist()  # a device-to-host sync when the state is on a GPU
+        total, count = self.state.tolist()  # a device-to-host sync when the state is on a GPU
         return total / count if count else 0.0
 
     def reset(self) -> None:
         """Forget all updates (keeps the state's device)."""
-        self._state = torch.zeros_like(self._state)
+        self._total = torch.zeros_like(self._total)
+        self._weight = torch.zeros_like(self._weight)
+        self._n = 0.0
 
     @property
     def state(self) -> torch.Tensor:
-        """The 1-D float64 state; all-reduce it with SUM, then pass it to :meth:`set_state`."""
-        return self._state
+        """The 1-D float64 state ``[weighted total, total weight]``; all-reduce it with
+        SUM, then pass it to :meth:`set_state`."""
+        return torch.stack([self._total, self._weight + self._n])
 
     def set_state(self, state: torch.Tensor) -> None:
         """Replace the state, e.g. by its all-reduced sum over replicas."""
-        if state.shape != self._state.shape:
-            raise ValueError(f"{self.name} state must have shape {tuple(self._state.shape)}, "
+        if state.shape != (2,):
+            raise ValueError(f"{self.name} state must have shape (2,), "
                              f"received {tuple(state.shape)}.")
-        self._state = state.detach().to(self._state.device, torch.float64).clone()
+        state = state.detach().to(self._total.device, torch.float64)
+        self._total, self._weight, self._n = state[0].clone(), state[1].clone(), 0.0
 
     def merge(self, other: Metric | torch.Tensor) -> None:
         """Add another metric's state (or a state tensor) to this one."""
         state = other.state if isinstance(other, Metric) else other
-        self.set_state(self._state + state.to(self._state.device, torch.float64))
+        self.set_state(self.state + state.to(self._total.device, torch.float64))
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """A CPU copy of the state, for checkpoints."""
-        return {"state": self._state.detach().cpu().clone()}
+        return {"state": self.state.detach().cpu().clone()}
 
     def load_state_dict(self, state_dict: Mapping[str, torch.Tensor]) -> None:
         """Restore a state saved by :meth:`state_dict`."""
         self.set_state(state_dict["state"])
 
+    def _to(self, device: torch.device) -> None:
+        self._total, self._weight = self._total.to(device), self._weight.to(device)
+
     def _accumulate(self, values: torch.Tensor, sample_weight: torch.Tensor | None) -> None:
         if values.device.type == "mps":  # MPS has no float64; keep the state on the CPU
             values = values.cpu()
-        values = values.detach().to(torch.float64)
+        if self._total.device != values.device:
+            self._to(values.device)
         if sample_weight is None:
-            weight = torch.ones_like(values)
-        else:
-            weight = sample_weight.detach().to(values.device, torch.float64)
-            weight = weight.reshape(weight.shape + (1,) * (values.ndim - weight.ndim))
-            weight = weight.expand_as(values)
-        delta = torch.stack([(values * weight).sum(), weight.sum()])
-        self._state = self._state.to(delta.device) + delta
+            self._total += values.detach().sum(dtype=torch.float64)
+            self._n += values.numel()
+            return
+        values = values.detach().to(torch.float64)
+        weight = sample_weight.detach().to(values.device, torch.float64)
+        weight = weight.reshape(weight.shape + (1,) * (values.ndim - weight.ndim))
+        weight = weight.expand_as(values)
+        self._total += (values * weight).sum()
+        self._weight += weight.sum()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r})"
@@ -142,11 +156,15 @@ class Mean(Metric):
     def update_value(self, value_sum: float | torch.Tensor, count: float | torch.Tensor) -> None:
         """Add a sum of values and how many (or how much weight) they were."""
         total = torch.as_tensor(value_sum).detach()
-        delta = torch.stack([total.to(torch.float64),
-                             torch.as_tensor(count, device=total.device).to(torch.float64)])
-        if delta.device.type == "mps":
-            delta = delta.cpu()
-        self._state = self._state.to(delta.device) + delta
+        if total.device.type == "mps":
+            total = total.cpu()
+        if self._total.device != total.device:
+            self._to(total.device)
+        self._total += total
+        if isinstance(count, torch.Tensor):
+            self._weight += count.detach().to(self._weight.device, torch.float64)
+        else:
+            self._n += float(count)
 
 
 def _squeeze_labels(y_pred: torch.Tensor, y_true: torch.Tensor) -> torch.Tensor:

@@ -35,9 +35,10 @@ def threads_per_worker(local_workers: int) -> int:
     return max(1, (cores or 1) // max(1, local_workers))
 
 
-def configure_cpu(num_threads: int) -> None:
-    """Set torch's intra-op threads and steady malloc thresholds (Linux/glibc only)."""
-    if torch.get_num_threads() != num_threads:
+def configure_cpu(num_threads: int | None) -> None:
+    """Set torch's intra-op threads (None: leave them as the user or torch set them)
+    and steady malloc thresholds (Linux/glibc only)."""
+    if num_threads is not None and torch.get_num_threads() != num_threads:
         torch.set_num_threads(num_threads)
     if sys.platform.startswith("linux") and not os.environ.get("MIRRORFIT_KEEP_MALLOC"):
         try:

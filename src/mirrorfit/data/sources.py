@@ -75,11 +75,14 @@ class TensorSource:
                 "Pass arrays of equal length along the first axis."
             )
         self._len = lengths[0]
+        self._flat = all(isinstance(p, torch.Tensor) for p in self.parts)
 
     def __len__(self) -> int:
         return self._len
 
     def fetch(self, indices: torch.Tensor) -> tuple[Any, ...]:
+        if self._flat:  # the common case: a tuple of plain tensors
+            return tuple(p.index_select(0, indices) for p in self.parts)
         return tuple(_gather(p, indices) for p in self.parts)
 
 

@@ -79,7 +79,7 @@ class MirroredStrategy(Strategy):
     def _setup_single(self, num_threads: int | None) -> None:
         self._device = torch.device(self._devices[0])
         if self._device.type == "cpu":
-            configure_cpu(num_threads or threads_per_worker(1))
+            configure_cpu(num_threads)  # one process: keep the user's thread count
 
     def _join(self, env: ClusterEnvironment, devices: DeviceSpec,
               num_threads: int | None) -> None:

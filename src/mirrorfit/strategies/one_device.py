@@ -6,7 +6,7 @@ import functools
 
 import torch
 
-from mirrorfit.cluster.threads import configure_cpu, threads_per_worker
+from mirrorfit.cluster.threads import configure_cpu
 from mirrorfit.devices import resolve_devices
 from mirrorfit.strategies.strategy import Strategy
 
@@ -29,7 +29,7 @@ class OneDeviceStrategy(Strategy):
         name = str(device) if device is not None else resolve_devices(None)[0]
         self._device = torch.device(resolve_devices([name])[0])
         if self._device.type == "cpu":
-            configure_cpu(threads_per_worker(1))
+            configure_cpu(None)  # one process: the user's (or torch's) thread count
 
 
 @functools.cache
