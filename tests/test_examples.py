@@ -1,0 +1,25 @@
+"""The README's main job, on a reduced size: MNIST on 2 CPU workers."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from tests.procs import REPO, run_python
+
+pytestmark = pytest.mark.multiprocess
+
+
+def test_mnist_demo_trains_on_two_workers_with_keras_progress():
+    res = run_python(REPO / "examples" / "mnist_mlp.py", "--devices", "2", "--epochs", "2",
+                     "--train-samples", "6000", timeout=240)
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = res.stdout
+    assert "Number of devices: 2" in out
+    assert out.count("Epoch 1/2") == 1 and out.count("Epoch 2/2") == 1  # the chief alone prints
+    assert re.search(r"94/94 ━+ \d+s \d+ms/step - loss: [\d.]+ - accuracy: [\d.]+ - "
+                     r"val_loss: [\d.]+ - val_accuracy: [\d.]+", out), out
+    accuracy = float(re.search(r"test accuracy: ([\d.]+)", out).group(1))
+    assert accuracy > 0.9  # 6,000 images, 2 epochs
+    assert res.stderr.strip() == "", res.stderr
