@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from mirrorfit.callbacks.callback import Callback, Logs
@@ -38,7 +38,7 @@ class CallbackList(Callback):
                        if getattr(type(cb), hook) is not getattr(Callback, hook)]
             setattr(self, hook, _fan_out(targets))
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    def __iter__(self) -> Iterator[Callback]:
         return iter(self.callbacks)
 
 

@@ -16,9 +16,26 @@ class LocalEnvironment(ClusterEnvironment):
     def detect(environ: Mapping[str, str] | None = None) -> bool:
         return True
 
-    world_size = property(lambda self: 1)  # type: ignore[assignment]
-    rank = property(lambda self: 0)  # type: ignore[assignment]
-    local_rank = property(lambda self: 0)  # type: ignore[assignment]
-    node_rank = property(lambda self: 0)  # type: ignore[assignment]
-    main_address = property(lambda self: "127.0.0.1")  # type: ignore[assignment]
-    main_port = property(lambda self: 0)  # type: ignore[assignment]
+    @property
+    def world_size(self) -> int:
+        return 1
+
+    @property
+    def rank(self) -> int:
+        return 0
+
+    @property
+    def local_rank(self) -> int:
+        return 0
+
+    @property
+    def node_rank(self) -> int:
+        return 0
+
+    @property
+    def main_address(self) -> str:
+        return "127.0.0.1"
+
+    @property
+    def main_port(self) -> int:
+        return 0

@@ -23,13 +23,13 @@ def as_batch_stream(x: Any, y: Any = None, sample_weight: Any = None, *, batch_s
     stream_fn = getattr(x, "_as_batch_stream", None)  # mirrorfit.data.Dataset
     if stream_fn is not None:
         _no_y(x, y, batch_size, allow_batch_size=False)
-        return stream_fn(replica=replica, shuffle=shuffle, seed=seed)  # type: ignore[no-any-return]
+        return stream_fn(replica=replica, shuffle=shuffle, seed=seed)
     if isinstance(x, DataLoader):
         _no_y(x, y, None)
         if x.batch_size is None:
             raise ValueError("A DataLoader with batch_size=None cannot be re-batched; give it a "
                              "batch_size (the global batch size).")
-        source: Source = DatasetSource(x.dataset, x.collate_fn)  # type: ignore[arg-type]
+        source: Source = DatasetSource(x.dataset, x.collate_fn)
         loader_shuffle = isinstance(x.sampler, RandomSampler)
         return IndexedBatches(source, x.batch_size, replica, shuffle=shuffle and loader_shuffle,
                               seed=seed, drop_remainder=x.drop_last)

@@ -14,7 +14,7 @@ _state = threading.local()
 def _stack() -> list[Strategy]:
     if not hasattr(_state, "stack"):
         _state.stack = []
-    return _state.stack  # type: ignore[no-any-return]
+    return _state.stack
 
 
 def push(strategy: Strategy) -> None:

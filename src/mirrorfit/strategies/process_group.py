@@ -45,7 +45,7 @@ def init_process_group(env: ClusterEnvironment, backend: str, timeout: timedelta
 def on_teardown(release: Callable[[], None]) -> None:
     """Call ``release`` (weakly held if a bound method) before the group is destroyed."""
     try:
-        _releasers.append(weakref.WeakMethod(release))  # type: ignore[arg-type]
+        _releasers.append(weakref.WeakMethod(release))
     except TypeError:
         _releasers.append(release)
 

@@ -98,12 +98,14 @@ class Strategy:
         """The global sum/mean/max/min of a per-replica number or tensor."""
         if op not in ("sum", "mean", "max", "min"):
             raise ValueError(f"op must be 'sum', 'mean', 'max' or 'min'; received {op!r}.")
-        is_tensor = isinstance(value, torch.Tensor)
-        t = value.detach().clone() if is_tensor else torch.tensor(float(value), dtype=torch.float64)
+        if isinstance(value, torch.Tensor):
+            t = value.detach().clone()
+        else:
+            t = torch.tensor(float(value), dtype=torch.float64)
         t = self.all_reduce(t.to(self._comm_device()), "sum" if op == "mean" else op)
         if op == "mean":
             t = t / self._world
-        return t if is_tensor else float(t.item())
+        return t if isinstance(value, torch.Tensor) else float(t.item())
 
     def gather(self, tensor: torch.Tensor) -> torch.Tensor:
         """Concatenate every replica's ``tensor`` along dim 0 in rank order (ragged OK)."""
