@@ -9,7 +9,9 @@ them. Set ``MIRRORFIT_REQUIRE_SLURM=1`` (in CI) to turn that skip into a failure
 The fixture returns a :class:`SlurmCluster` whose helpers the tests share:
 ``submit`` (``mirrorfit slurm --submit …``), ``wait`` (until a job ends, with a
 bounded timeout; returns a :class:`JobResult` with state, exit code, restarts and
-the output file's text), ``job_info``, ``wait_for_state`` and ``cancel``.
+the output file's text), ``job_info``, ``wait_for_state``, ``signal`` (USR1 as
+before a time limit), ``make_eligible`` (a requeued job starts at once) and
+``cancel``.
 """
 
 from __future__ import annotations
@@ -130,6 +132,23 @@ class SlurmCluster:
             restarts=int(info.get("Restarts", "0")),
             output=stdout.read_text() if stdout.is_file() else "",
             info=info,
+        )
+
+    def signal(self, job_id: int, signal: str = "USR1", batch: bool = True) -> None:
+        """``scancel --signal=SIG [--batch] JOB_ID``: as SLURM does before the time limit
+        (``--batch``: the batch shell only; else every task of every step)."""
+        cmd = ["scancel", f"--signal={signal}", *(["--batch"] * batch), str(job_id)]
+        subprocess.run(cmd, capture_output=True, text=True, timeout=30, check=True)
+
+    def make_eligible(self, job_id: int) -> None:
+        """``scontrol update JobId=N StartTime=now``: start a requeued job without
+        SLURM's hold (see /work/shared/slurm/README.md)."""
+        subprocess.run(
+            ["scontrol", "update", f"JobId={job_id}", "StartTime=now"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
         )
 
     def cancel(self, job_id: int) -> None:

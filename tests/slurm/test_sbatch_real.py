@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import socket
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -125,3 +126,52 @@ def test_a_failing_task_ends_the_job(slurm_cluster, tmp_path: Path) -> None:
     result = slurm_cluster.wait(job_id, timeout=60)
     assert result.state == "FAILED" and result.exit_code != 0, result.info
     assert "task 1: Exited with exit code 3" in result.output, result.output
+
+
+REQUEUE_WORKER = textwrap.dedent(
+    """
+    import signal, subprocess, sys, time
+    from mirrorfit.cluster.slurm import SlurmEnvironment
+
+    env = SlurmEnvironment()
+    env.validate()
+    print(f"START rank={env.rank} restart={env.restart_count}", flush=True)
+    if env.restart_count > 0:
+        sys.exit(0)
+
+    def on_usr1(signum, frame):
+        if env.rank == 0:
+            subprocess.run(["scontrol", "requeue", str(env.job_id)], check=True)
+        sys.exit(0)
+
+    signal.signal(signal.SIGUSR1, on_usr1)
+    print(f"READY rank={env.rank}", flush=True)
+    time.sleep(120)
+    """
+)
+
+
+def test_usr1_requeue_restarts_with_restart_count(slurm_cluster, tmp_path: Path) -> None:
+    """The script's --requeue/--open-mode=append plumbing: USR1 to the tasks (as
+    --signal=USR1@S sends before the limit), rank 0 requeues, the job comes back
+    with SLURM_RESTART_COUNT=1 and appends to the same output file. (~5 s)"""
+    script = tmp_path / "requeue.py"
+    script.write_text(REQUEUE_WORKER)
+    job_id = slurm_cluster.submit(
+        ["--ntasks-per-node", "2", "--script-file", str(tmp_path / "job.sbatch"), str(script)],
+        cwd=tmp_path,
+    )
+    out = tmp_path / f"requeue-{job_id}.out"
+    deadline = time.monotonic() + 60
+    while not (out.is_file() and out.read_text().count("READY") == 2):
+        assert time.monotonic() < deadline, f"workers never ready: {slurm_cluster.job_info(job_id)}"
+        time.sleep(0.2)
+    slurm_cluster.signal(job_id, "USR1", batch=False)
+    slurm_cluster.wait_for_state(job_id, {"PENDING"}, timeout=60)
+    slurm_cluster.make_eligible(job_id)
+    result = slurm_cluster.wait(job_id, timeout=60)
+
+    assert (result.state, result.exit_code, result.restarts) == ("COMPLETED", 0, 1), result.info
+    for rank in (0, 1):
+        assert f"START rank={rank} restart=0" in result.output, result.output
+        assert f"START rank={rank} restart=1" in result.output, result.output

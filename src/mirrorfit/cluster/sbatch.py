@@ -139,7 +139,8 @@ class SbatchOptions:
             job name defaults to the script's stem, output to ``%x-%j.out``.
         env: variables exported before ``srun`` (after OMP_NUM_THREADS, so may override it).
         signal_seconds: send USR1 to the tasks this long before the time limit, so they
-            can checkpoint and requeue; 0 sends none.
+            can checkpoint and requeue; 0 sends none. The workers must handle USR1:
+            Python's default action for it ends the process.
         gpu: the job needs GPUs (an error when ``gpus_per_node`` is 0).
         python: the interpreter the tasks run; this one by default.
 
