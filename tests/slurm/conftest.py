@@ -140,9 +140,15 @@ class SlurmCluster:
         cmd = ["scancel", f"--signal={signal}", *(["--batch"] * batch), str(job_id)]
         subprocess.run(cmd, capture_output=True, text=True, timeout=30, check=True)
 
-    def make_eligible(self, job_id: int) -> None:
-        """``scontrol update JobId=N StartTime=now``: start a requeued job without
-        SLURM's hold (see /work/shared/slurm/README.md)."""
+    def make_eligible(self, job_id: int, settle_seconds: float = 2.0) -> None:
+        """``scontrol update JobId=N StartTime=now``: start a requeued (PENDING) job
+        without SLURM's hold (see /work/shared/slurm/README.md).
+
+        Waits ``settle_seconds`` first: a requeue revokes the job's credential with
+        one-second resolution, and a restart in that same second is killed
+        ("Killing non-startable batch JobId=N: Job credential revoked", FAILED).
+        """
+        time.sleep(settle_seconds)
         subprocess.run(
             ["scontrol", "update", f"JobId={job_id}", "StartTime=now"],
             capture_output=True,
