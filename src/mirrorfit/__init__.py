@@ -14,6 +14,7 @@ from __future__ import annotations
 from mirrorfit import callbacks, data, datasets, losses, metrics, optimizers
 from mirrorfit.devices import list_devices
 from mirrorfit.model import Model
+from mirrorfit.saving import load_model, restore_or_create
 from mirrorfit.seed import set_seed
 from mirrorfit.strategies import MirroredStrategy, OneDeviceStrategy, Strategy, get_strategy
 
@@ -30,8 +31,10 @@ __all__ = [
     "datasets",
     "get_strategy",
     "list_devices",
+    "load_model",
     "losses",
     "metrics",
     "optimizers",
+    "restore_or_create",
     "set_seed",
 ]

@@ -7,6 +7,7 @@ distribution code.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -51,6 +52,8 @@ class Model:
         self._trainer: Trainer | None = None
         self.stop_training = False
         self.history: History | None = None
+        self._compile_args: dict[str, Any] | None = None  # what Model.save can record
+        self._fit_callbacks: CallbackList | None = None  # what BackupAndRestore captures
 
     @property
     def strategy(self) -> Strategy:
@@ -88,6 +91,8 @@ class Model:
         steps = Steps(self.module, wrapped, opt, loss_fn, strategy.device,
                       strategy.num_replicas_in_sync)
         self._trainer = Trainer(self, steps, metric_list, steps_per_update)
+        self._compile_args = {"optimizer": optimizer, "loss": loss, "metrics": metric_list,
+                              "steps_per_update": steps_per_update}
         if wrapped is not self.module:
             process_group.on_teardown(self._release_wrapper)
 
@@ -130,6 +135,7 @@ class Model:
                                   validation_batch_size=validation_batch_size)
         self.history = History()
         cbs = self._callbacks(callbacks, verbose, epochs, stream, steps_per_epoch)
+        self._fit_callbacks = cbs
         self.stop_training = False
         trainer.fit(stream, epochs=epochs, initial_epoch=initial_epoch, callbacks=cbs,
                     val=(val, validation_freq) if val is not None else None, verbose=verbose,
@@ -197,6 +203,49 @@ class Model:
                                  f"array of shape {tuple(t.shape)}.")
             new[name] = t.to(dtype=old.dtype)
         self.module.load_state_dict(new)
+
+    # --- state and saving (mechanics in mirrorfit.checkpoint and mirrorfit.saving) ----------
+    def state_dict(self) -> dict[str, Any]:
+        """Module weights; once compiled also the optimizer state and the trainer's
+        position (epoch, step, data seed, running metrics). Live tensors, not copies."""
+        state: dict[str, Any] = {"module": self.module.state_dict()}
+        if self._trainer is not None:
+            state["optimizer"] = self._trainer.steps.optimizer.state_dict()
+            state["trainer"] = self._trainer.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` output; everything is checked before anything loads.
+
+        Raises:
+            MismatchedCheckpointError: keys, shapes or optimizer groups that differ.
+        """
+        from mirrorfit.checkpoint.state import load_model_state
+
+        load_model_state(self, state, "the state dict")
+
+    def save(self, filepath: str | os.PathLike[str], include_optimizer: bool = True) -> None:
+        """Write weights, optimizer state and Keras-name compile arguments to ``filepath``
+        (atomically, chief only; not collective). Reload with :func:`mirrorfit.load_model`."""
+        from mirrorfit import saving
+
+        saving.save_model(self, filepath, include_optimizer)
+
+    def save_weights(self, filepath: str | os.PathLike[str]) -> None:
+        """Write the module's weights to ``filepath`` (atomically, chief only)."""
+        from mirrorfit import saving
+
+        saving.save_weights(self, filepath)
+
+    def load_weights(self, filepath: str | os.PathLike[str]) -> None:
+        """Load weights (and optimizer state, if saved and compiled) from ``filepath``.
+
+        Raises:
+            CheckpointError: a corrupt, unsafe, incompatible or mismatched file.
+        """
+        from mirrorfit import saving
+
+        saving.load_weights(self, filepath)
 
 
 def _verbose(verbose: int | str) -> int:
