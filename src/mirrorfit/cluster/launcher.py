@@ -10,18 +10,21 @@ uses), on this host, and waits for them.
   restart attempt, so a restarted group never reads the previous attempt's keys
   (TORCH-NOTES trap 2).
 - One failure ends all workers (the agent stops the group) and the parent prints
-  the root cause once (see ``cluster.errors``).
+  the root cause once (see ``cluster.errors``). With ``max_restarts``, the agent
+  restarts the whole group instead, and the parent prints the attempt and why:
+  ``mirrorfit: restart 1/3 (previous attempt: worker rank 1 was killed by SIGKILL)``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
 import socket
 import sys
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -30,8 +33,10 @@ import torch.distributed as dist
 
 from mirrorfit.cluster.errors import (
     LAUNCHED_BY_MIRRORFIT,
+    WorkerFailure,
     failure_from_elastic,
     format_failures,
+    root_cause,
 )
 
 STORE_ENV = "MIRRORFIT_STORE"
@@ -153,12 +158,16 @@ def launch(spec: LaunchSpec, command: Sequence[str] | None = None) -> int:
         "OMP_NUM_THREADS": str(spec.num_threads),
         "MIRRORFIT_NUM_THREADS": str(spec.num_threads),
         "PYTHONUNBUFFERED": os.environ.get("PYTHONUNBUFFERED", "1"),
+        # the agent would otherwise host a second TCPStore for the workers, listening on
+        # every interface; ours join through STORE_ENV, on loopback (and see TORCH-NOTES 2)
+        "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1",
     })
     if loopback:
         os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
     _quiet_elastic_logs()
     try:
-        elastic_launch(_config(spec, host, port, loopback), sys.executable)(*args)
+        with _reporting_restarts():
+            elastic_launch(_config(spec, host, port, loopback), sys.executable)(*args)
     except ChildFailedError as exc:
         failures = [failure_from_elastic(r, f) for r, f in exc.failures.items()]
         sys.stderr.write(format_failures(failures, spec.nprocs * spec.nnodes))
@@ -196,3 +205,54 @@ def _quiet_elastic_logs() -> None:
     """The agent's own log lines duplicate what mirrorfit prints; keep errors only."""
     logging.getLogger("torch.distributed.elastic").setLevel(logging.ERROR)
     logging.getLogger("torch.distributed.elastic.multiprocessing.api").setLevel(logging.CRITICAL)
+
+
+def restart_message(attempt: int, max_restarts: int, failures: list[WorkerFailure]) -> str:
+    """What the parent prints before restarting the group (the traceback first, if any)."""
+    if not failures:
+        return "mirrorfit: restarting the workers (the group's membership changed)\n"
+    cause = root_cause(failures)
+    text = cause.describe().rstrip()
+    head, _, body = text.partition("\n")
+    reason = head.rstrip(".:") + (f": {cause.message}" if cause.message else "")
+    return ((f"mirrorfit: {text}\n" if body else "") +
+            f"mirrorfit: restart {attempt}/{max_restarts} (previous attempt: {reason})\n")
+
+
+@contextlib.contextmanager
+def _reporting_restarts() -> Iterator[None]:
+    """Have elastic's agent say why it restarts the group (it restarts silently).
+
+    ``elastic_launch`` builds its ``LocalElasticAgent`` itself, so for the call a
+    subclass stands in that keeps the failures its monitor saw and prints them
+    with the attempt number before each restart.
+    """
+    import torch.distributed.launcher.api as api
+
+    base = getattr(api, "LocalElasticAgent", None)
+    if base is None or not hasattr(base, "_restart_workers"):  # another torch layout
+        yield
+        return
+
+    class _Agent(base):  # type: ignore[misc, valid-type]
+        def _monitor_workers(self, worker_group: Any) -> Any:
+            result = super()._monitor_workers(worker_group)
+            if result.is_failed():
+                self._mirrorfit_failures: dict[int, Any] = dict(result.failures)
+            return result
+
+        def _restart_workers(self, worker_group: Any) -> None:
+            total = worker_group.spec.max_restarts
+            attempt = total - getattr(self, "_remaining_restarts", 0)
+            seen = getattr(self, "_mirrorfit_failures", {})
+            failures = [failure_from_elastic(r, f) for r, f in seen.items()]
+            sys.stderr.write(restart_message(attempt, total, failures))
+            sys.stderr.flush()
+            self._mirrorfit_failures = {}
+            super()._restart_workers(worker_group)
+
+    setattr(api, "LocalElasticAgent", _Agent)  # noqa: B010 - mypy forbids assigning a class
+    try:
+        yield
+    finally:
+        setattr(api, "LocalElasticAgent", base)  # noqa: B010
