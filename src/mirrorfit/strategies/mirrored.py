@@ -5,18 +5,20 @@ from __future__ import annotations
 import os
 import sys
 from datetime import timedelta
+from typing import Any
 
 import torch
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 
 from mirrorfit.cluster import ClusterEnvironment, detect_environment
 from mirrorfit.cluster.errors import install_worker_excepthook
 from mirrorfit.cluster.launcher import launch_local
 from mirrorfit.cluster.threads import configure_cpu, threads_per_worker
 from mirrorfit.devices import DeviceSpec, resolve_devices
-from mirrorfit.strategies import process_group
+from mirrorfit.strategies import ddp, process_group
+from mirrorfit.strategies.run import interactive_session
 from mirrorfit.strategies.strategy import Strategy
+from mirrorfit.strategies.sync_batchnorm import convert_sync_batchnorm
 
 
 class MirroredStrategy(Strategy):
@@ -37,6 +39,14 @@ class MirroredStrategy(Strategy):
         timeout: seconds a collective may wait before the job is failed.
         num_threads: intra-op threads per CPU worker (default cores // workers).
         max_restarts: restart all self-started workers this many times on failure.
+        find_unused_parameters: None (default) finds parameters without a gradient in
+            fit's first update and then lets DDP handle them; True lets DDP look every
+            step; False requires every parameter every step (an error names the others).
+        sync_batchnorm: compute BatchNorm statistics over the global batch (converts
+            BatchNorm layers to ``strategies.sync_batchnorm.SyncBatchNorm``, CPU too).
+
+    In a notebook or ``python -c`` there is no script to re-run: the strategy then
+    waits, and ``strategy.run(fn)`` starts the workers on ``fn``.
 
     Example:
         >>> import mirrorfit
@@ -49,15 +59,25 @@ class MirroredStrategy(Strategy):
 
     def __init__(self, devices: DeviceSpec = None, *, port: int | None = None,
                  timeout: float = 300.0, num_threads: int | None = None,
-                 max_restarts: int = 0, find_unused_parameters: bool = False) -> None:
+                 max_restarts: int = 0, find_unused_parameters: bool | None = None,
+                 sync_batchnorm: bool = False) -> None:
         super().__init__()
         if timeout <= 0:
             raise ValueError(f"timeout must be > 0 seconds, received {timeout}.")
         self._timeout = timedelta(seconds=timeout)
         self._find_unused = find_unused_parameters
+        self._sync_batchnorm = sync_batchnorm
+        self._pending_launch: dict[str, Any] | None = None  # set while strategy.run must start
         env = detect_environment()
         if env.name == "local":
             self._devices = resolve_devices(devices)
+            if len(self._devices) > 1 and interactive_session():
+                self._pending_launch = {"nprocs": len(self._devices), "port": port,
+                                        "devices": self._devices, "max_restarts": max_restarts,
+                                        "threads": num_threads or threads_per_worker(
+                                            len(self._devices))}
+                self._world = len(self._devices)
+                return
             if len(self._devices) > 1:
                 self._launch_and_exit(port, num_threads, max_restarts)
             self._setup_single(num_threads)
@@ -105,12 +125,17 @@ class MirroredStrategy(Strategy):
 
     # --- modules ------------------------------------------------------------------------
     def setup_module(self, module: nn.Module) -> nn.Module:
+        if self._pending_launch is not None:
+            raise RuntimeError(
+                f"MirroredStrategy(devices={self._pending_launch['nprocs']}) was created in an "
+                "interactive session, where no script can be re-run in the workers. Put the "
+                "model building and training in a function and call strategy.run(fn).")
+        if self._sync_batchnorm:
+            convert_sync_batchnorm(module)  # in place, also with one replica (same layers)
         module = module.to(self._device)
         if not self.distributed:
             return module  # DDP with one rank costs ~23% per step for nothing
-        ids = [self._device.index] if self._device.type == "cuda" else None
-        return DistributedDataParallel(module, device_ids=ids,
-                                       find_unused_parameters=self._find_unused)
+        return ddp.wrap(module, self._device, self._find_unused)
 
     @property
     def devices(self) -> list[str]:

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import random
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -19,6 +19,8 @@ from torch import nn
 
 from mirrorfit.data.sharding import Replica
 from mirrorfit.strategies import context
+
+T = TypeVar("T")
 
 _REDUCE_OPS = {"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX, "min": dist.ReduceOp.MIN}
 
@@ -86,6 +88,32 @@ class Strategy:
         """Skip the gradient all-reduce inside (gradient accumulation)."""
         fn = getattr(wrapped, "no_sync", None)
         return fn() if fn is not None else contextlib.nullcontext()
+
+    # --- your own loop (mirrorfit.strategies.distribute / .run) ----------------------------
+    def distribute(self, module: nn.Module, optimizer: Any = None, *loaders: Any,
+                   seed: int | None = None) -> tuple[Any, ...]:
+        """``model, opt, loader = strategy.distribute(model, opt, loader)``: the module
+        placed and wrapped, the optimizer as is, DataLoaders re-sharded for this replica
+        (their ``batch_size`` is the global batch). See ``strategies.distribute``."""
+        from mirrorfit.strategies.distribute import distribute
+
+        return distribute(self, module, optimizer, *loaders, seed=seed)
+
+    def scale_loss(self, loss: torch.Tensor, size: int | None = None,
+                   global_size: int | None = None) -> torch.Tensor:
+        """This replica's mean ``loss`` scaled so that the averaged update is the global
+        mean (uneven and empty shares too); sizes default to the distributed loader's."""
+        from mirrorfit.strategies.distribute import scale_loss
+
+        return scale_loss(self, loss, size, global_size)
+
+    def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run ``fn(*args, **kwargs)`` on every replica inside ``scope()``; from a notebook,
+        start the workers first. Returns the chief's return value (here: this
+        replica's). See ``strategies.run``."""
+        from mirrorfit.strategies.run import run
+
+        return run(self, fn, *args, **kwargs)
 
     # --- collectives --------------------------------------------------------------------
     def all_reduce(self, tensor: torch.Tensor, op: str = "sum") -> torch.Tensor:

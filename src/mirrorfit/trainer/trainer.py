@@ -9,6 +9,7 @@ so ``state_dict`` captures exactly where training stands.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -18,6 +19,8 @@ import torch
 
 from mirrorfit.callbacks.callback_list import CallbackList
 from mirrorfit.data.batches import BatchStream, LocalBatch
+from mirrorfit.strategies import ddp
+from mirrorfit.strategies.sync_batchnorm import weightless_share
 from mirrorfit.trainer.steps import Steps
 from mirrorfit.trainer.tracker import Tracker
 
@@ -44,11 +47,19 @@ class Trainer:
         self.seed = 0
         self.stream: BatchStream | None = None
         self._resumed_tracker = False
+        self._first_update_check = ddp.needs_first_update_check(steps.wrapped)
 
     # --- fit ----------------------------------------------------------------------------
     def fit(self, stream: BatchStream, *, epochs: int, initial_epoch: int,
             callbacks: CallbackList, val: tuple[BatchStream, int] | None,
             verbose: int, steps_per_epoch: int | None) -> None:
+        with training_mode(self.steps.module, True):
+            self._fit(stream, epochs=epochs, initial_epoch=initial_epoch, callbacks=callbacks,
+                      val=val, verbose=verbose, steps_per_epoch=steps_per_epoch)
+
+    def _fit(self, stream: BatchStream, *, epochs: int, initial_epoch: int,
+             callbacks: CallbackList, val: tuple[BatchStream, int] | None,
+             verbose: int, steps_per_epoch: int | None) -> None:
         self.stream = stream
         self.epoch, self.step = initial_epoch, 0
         self._resumed_tracker = False
@@ -93,10 +104,32 @@ class Trainer:
 
     def _train_one(self, batch: LocalBatch, denominator: int,
                    update: bool) -> tuple[torch.Tensor, Any, Any, Any]:
+        if batch.size == 0:  # an empty share's dummy sample: weight 0, no BatchNorm statistics
+            with weightless_share(self.steps.module):
+                return self._step(batch, denominator, update)
+        return self._step(batch, denominator, update)
+
+    def _step(self, batch: LocalBatch, denominator: int,
+              update: bool) -> tuple[torch.Tensor, Any, Any, Any]:
+        if self._first_update_check:
+            return self._first_update(batch, denominator, update)
         if update:
             return self.steps.train(batch, denominator, update=True)
         with self.strategy.no_sync(self.steps.wrapped):
             return self.steps.train(batch, denominator, update=False)
+
+    def _first_update(self, batch: LocalBatch, denominator: int,
+                      update: bool) -> tuple[torch.Tensor, Any, Any, Any]:
+        """fit's first update skips DDP's all-reduce; ``ddp.finish_first_update`` then
+        averages the gradients by hand and names (or handles) parameters without one."""
+        with self.strategy.no_sync(self.steps.wrapped):
+            out = self.steps.train(batch, denominator, update=False)
+        if update:
+            self.steps.wrapped = ddp.finish_first_update(self.steps.wrapped)
+            self.steps.optimizer.step()
+            self.steps.optimizer.zero_grad(set_to_none=True)
+            self._first_update_check = False
+        return out
 
     def _update_groups(self, batches: Iterator[LocalBatch]) -> Iterator[list[LocalBatch]]:
         """Batches in groups of ``steps_per_update`` (one optimizer step per group)."""
@@ -118,6 +151,11 @@ class Trainer:
     def evaluate(self, stream: BatchStream, callbacks: CallbackList,
                  prefix: str = "") -> dict[str, float]:
         """Every sample once, whatever the replica count; global sums -> exact values."""
+        with training_mode(self.steps.module, False):
+            return self._evaluate(stream, callbacks, prefix)
+
+    def _evaluate(self, stream: BatchStream, callbacks: CallbackList,
+                  prefix: str = "") -> dict[str, float]:
         tracker = self.eval_tracker
         tracker.reset()
         tracker.prefix = prefix
@@ -134,6 +172,10 @@ class Trainer:
 
     def predict(self, stream: BatchStream, callbacks: CallbackList) -> np.ndarray:
         """Outputs in input order, each sample once, on every replica."""
+        with training_mode(self.steps.module, False):
+            return self._predict(stream, callbacks)
+
+    def _predict(self, stream: BatchStream, callbacks: CallbackList) -> np.ndarray:
         outputs, indices = [], []
         callbacks.on_predict_begin()
         for i, batch in enumerate(stream.iter_epoch(0)):
@@ -165,3 +207,18 @@ class Trainer:
         if self.stream is not None and state.get("stream") is not None:
             self.stream.load_state_dict(state["stream"])
         self._resumed_tracker = True
+
+
+@contextlib.contextmanager
+def training_mode(module: torch.nn.Module, training: bool) -> Iterator[None]:
+    """``module`` in eval mode (evaluate, predict) or training mode (fit), restoring every
+    submodule's mode afterwards. fit leaves a module already in training mode as it is,
+    so a layer the user put in eval mode (e.g. a frozen BatchNorm) stays there."""
+    modes = [(m, m.training) for m in module.modules()]
+    if not (training and module.training):
+        module.train(training)
+    try:
+        yield
+    finally:
+        for m, was in modes:
+            m.training = was
