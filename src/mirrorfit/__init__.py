@@ -11,11 +11,12 @@ Example:
 
 from __future__ import annotations
 
-from mirrorfit import callbacks, data, datasets, losses, metrics, optimizers
+from mirrorfit import callbacks, data, datasets, losses, metrics, optimizers, scaling
 from mirrorfit.devices import list_devices
 from mirrorfit.model import Model
 from mirrorfit.saving import load_model, restore_or_create
 from mirrorfit.seed import set_seed
+from mirrorfit.shims import multi_gpu_model
 from mirrorfit.strategies import MirroredStrategy, OneDeviceStrategy, Strategy, get_strategy
 
 __version__ = "0.1.0"
@@ -34,7 +35,9 @@ __all__ = [
     "load_model",
     "losses",
     "metrics",
+    "multi_gpu_model",
     "optimizers",
     "restore_or_create",
+    "scaling",
     "set_seed",
 ]

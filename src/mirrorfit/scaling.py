@@ -1,0 +1,160 @@
+"""Batch size and learning rate when the replica count changes.
+
+``batch_size`` in ``fit`` is the **global** batch. Keep the per-replica batch
+and grow the global one with the replicas (the Keras guide's
+``batch_size = 64 * strategy.num_replicas_in_sync``): each replica stays as
+busy as one device alone, but the model takes fewer, larger steps per epoch, so
+the learning rate usually grows too, with a short warmup:
+
+    >>> import mirrorfit
+    >>> from mirrorfit.scaling import scaled_learning_rate
+    >>> replicas = 4                      # strategy.num_replicas_in_sync
+    >>> batch_size = 64 * replicas        # global batch: 64 per replica
+    >>> scaled_learning_rate(1e-3, batch_size, base_batch=64)            # linear rule
+    0.004
+    >>> round(scaled_learning_rate(1e-3, batch_size, 64, rule="sqrt"), 6)
+    0.002
+
+Then ``callbacks=[LearningRateWarmup(lr, warmup_steps=...)]`` in ``fit`` (or
+:func:`warmup_schedule` in your own loop) ramps the rate up from the base one.
+
+- **linear** (Goyal et al. 2017, "Accurate, Large Minibatch SGD"): lr × k for a
+  k-times larger batch; for SGD, with ~5 epochs of warmup.
+- **sqrt** (Krizhevsky 2014; common for Adam): lr × √k.
+
+Keeping the same global batch instead (``batch_size=64`` on any replica count)
+needs no change of learning rate: mirrorfit then trains the same weights on 1
+or N replicas; each replica just gets ``64 / N`` samples per step.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from mirrorfit.callbacks.callback import Callback, Logs
+
+__all__ = ["LearningRateWarmup", "scaled_learning_rate", "warmup_factor", "warmup_schedule"]
+
+_RULES = ("linear", "sqrt", "none")
+
+
+def scaled_learning_rate(base_lr: float, global_batch: int, base_batch: int,
+                         rule: str = "linear") -> float:
+    """The learning rate for ``global_batch`` given one tuned at ``base_batch``.
+
+    Args:
+        base_lr: the rate that worked at ``base_batch``.
+        global_batch: the batch of one step over every replica.
+        base_batch: the batch ``base_lr`` was tuned for.
+        rule: 'linear', 'sqrt' or 'none'.
+
+    Raises:
+        ValueError: an unknown rule or a non-positive value.
+    """
+    if rule not in _RULES:
+        raise ValueError(f"rule must be one of {_RULES}; received {rule!r}.")
+    if not base_lr > 0 or global_batch < 1 or base_batch < 1:
+        raise ValueError(f"scaled_learning_rate needs base_lr > 0 and batches >= 1; received "
+                         f"base_lr={base_lr!r}, global_batch={global_batch!r}, "
+                         f"base_batch={base_batch!r}.")
+    k = global_batch / base_batch
+    factor = {"linear": k, "sqrt": math.sqrt(k), "none": 1.0}[rule]
+    return base_lr * factor
+
+
+def warmup_factor(step: int, warmup_steps: int, start_factor: float = 0.0) -> float:
+    """Multiplier of the target rate at optimizer step ``step`` (0-based).
+
+    ``start_factor + (1 - start_factor) * min(1, (step + 1) / warmup_steps)``: with the
+    default ``start_factor=0`` the first step uses 1/warmup_steps of the rate and step
+    ``warmup_steps - 1`` the full rate (Goyal et al.'s gradual warmup).
+    """
+    if warmup_steps <= 0:
+        return 1.0
+    return start_factor + (1.0 - start_factor) * min(1.0, (step + 1) / warmup_steps)
+
+
+def warmup_schedule(optimizer: torch.optim.Optimizer, warmup_steps: int,
+                    start_factor: float = 0.0) -> torch.optim.lr_scheduler.LambdaLR:
+    """A torch scheduler for your own loop: call ``.step()`` after each ``optimizer.step()``.
+
+    The optimizer's rate is the target; see :func:`warmup_factor` for the ramp.
+
+    Example:
+        >>> import torch
+        >>> opt = torch.optim.SGD(torch.nn.Linear(2, 1).parameters(), lr=0.4)
+        >>> sched = warmup_schedule(opt, warmup_steps=4)
+        >>> rates = []
+        >>> for _ in range(5):
+        ...     rates.append(round(opt.param_groups[0]["lr"], 6))  # opt.step() goes here
+        ...     sched.step()
+        >>> rates
+        [0.1, 0.2, 0.3, 0.4, 0.4]
+    """
+    _check_warmup(warmup_steps, start_factor)
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: warmup_factor(step, warmup_steps, start_factor))
+
+
+class LearningRateWarmup(Callback):
+    """Ramp the learning rate up to ``target_lr`` over the first ``warmup_steps`` batches.
+
+    Step ``s`` of fit (counted over epochs) uses ``target_lr * warmup_factor(s, ...)``;
+    after the warmup the rate stays at ``target_lr`` (and is not touched again).
+
+    Args:
+        target_lr: the rate after warmup, e.g. ``scaled_learning_rate(...)``.
+        warmup_steps: batches of warmup (optimizer steps unless ``steps_per_update > 1``).
+        start_factor: see :func:`warmup_factor` (default 0: start at target/warmup_steps).
+
+    Example:
+        >>> import numpy as np, torch, mirrorfit
+        >>> model = mirrorfit.Model(torch.nn.Linear(2, 1))
+        >>> model.compile(torch.optim.SGD(model.module.parameters(), lr=0.1), "mse")
+        >>> warm = LearningRateWarmup(target_lr=0.4, warmup_steps=4)
+        >>> _ = model.fit(np.zeros((16, 2), "float32"), np.zeros((16, 1), "float32"),
+        ...               batch_size=4, epochs=2, verbose=0, callbacks=[warm])
+        >>> [round(lr, 6) for lr in warm.history], model.optimizer.param_groups[0]["lr"]
+        ([0.1, 0.2, 0.3, 0.4], 0.4)
+    """
+
+    def __init__(self, target_lr: float, warmup_steps: int, start_factor: float = 0.0) -> None:
+        super().__init__()
+        _check_warmup(warmup_steps, start_factor)
+        if not target_lr > 0:
+            raise ValueError(f"target_lr must be > 0; received {target_lr!r}.")
+        self.target_lr, self.warmup_steps, self.start_factor = target_lr, warmup_steps, start_factor
+        self.step = 0
+        self.history: list[float] = []
+
+    def on_train_begin(self, logs: Logs | None = None) -> None:
+        self.step = 0
+        self.history = []
+
+    def on_train_batch_begin(self, batch: int, logs: Logs | None = None) -> None:
+        if self.step > self.warmup_steps:
+            return
+        lr = self.target_lr * warmup_factor(self.step, self.warmup_steps, self.start_factor)
+        assert self.model is not None
+        for group in self.model.optimizer.param_groups:
+            group["lr"] = lr
+        if self.step < self.warmup_steps:
+            self.history.append(lr)
+        self.step += 1
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"step": self.step}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.step = int(state["step"])
+
+
+def _check_warmup(warmup_steps: int, start_factor: float) -> None:
+    if not isinstance(warmup_steps, int) or warmup_steps < 0:
+        raise ValueError(f"warmup_steps must be an integer >= 0; received {warmup_steps!r}.")
+    if not 0.0 <= start_factor <= 1.0:
+        raise ValueError(f"the warmup must start between 0 and the target rate (factor in "
+                         f"[0, 1]); received a start factor of {start_factor!r}.")
