@@ -200,3 +200,118 @@ def test_list_devices_and_default_strategy():
     with strategy.scope():
         model = mirrorfit.Model(torch.nn.Linear(2, 1))
     assert model.strategy is strategy
+
+
+# --- Keras semantics found wanting in review ------------------------------------------------
+def test_dataloader_samplers_are_honoured_or_refused():
+    from torch.utils.data import SubsetRandomSampler, WeightedRandomSampler
+
+    x = torch.arange(10, dtype=torch.float32).reshape(10, 1)
+    ds = TensorDataset(x, torch.zeros(10, dtype=torch.int64))
+    seen = []
+
+    class Spy(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = torch.nn.Linear(1, 2)
+
+        def forward(self, inp):
+            seen.extend(inp[:, 0].tolist())
+            return self.lin(inp)
+
+    model = mirrorfit.Model(Spy())
+    model.compile("sgd", mirrorfit.losses.SparseCategoricalCrossentropy(from_logits=True))
+    loader = DataLoader(ds, batch_size=2, sampler=SubsetRandomSampler(range(6)))
+    model.fit(loader, epochs=1, verbose=0)
+    assert sorted(seen) == [0, 1, 2, 3, 4, 5]  # the held-out samples 6..9 are never trained on
+    weighted = DataLoader(ds, batch_size=2, sampler=WeightedRandomSampler([1.0] * 10, 10))
+    with pytest.raises(ValueError, match="WeightedRandomSampler"):
+        model.fit(weighted, epochs=1, verbose=0)
+
+
+def test_sample_weight_of_shape_n_by_1_equals_shape_n():
+    x, y = _data(64)
+    w = np.linspace(0.1, 2.0, 64).astype("float32")
+    a, b = _model(optimizer="sgd"), _model(optimizer="sgd")
+    a.fit(x, y, sample_weight=w, batch_size=16, epochs=1, verbose=0, shuffle=False)
+    b.fit(x, y, sample_weight=w[:, None], batch_size=16, epochs=1, verbose=0, shuffle=False)
+    for wa, wb in zip(a.get_weights(), b.get_weights(), strict=True):
+        np.testing.assert_array_equal(wa, wb)
+    with pytest.raises(ValueError, match=r"sample_weight of shape \(16, 2\)"):
+        b.fit(x, y, sample_weight=np.ones((64, 2), "float32"), batch_size=16, verbose=0)
+
+
+def test_validation_split_rounds_like_keras_and_refuses_empty_sides():
+    x, y = _data(10)
+    model = _model()
+    hist = model.fit(x, y, validation_split=0.25, epochs=1, verbose=0, shuffle=False)
+    ev = model.evaluate(x[7:], y[7:], return_dict=True, verbose=0)  # Keras: 7 train, 3 val
+    assert hist.history["val_loss"][0] == pytest.approx(ev["loss"], rel=1e-6)
+    with pytest.raises(ValueError, match="leaves no training sample"):
+        model.fit(x[:3], y[:3], validation_split=0.9, verbose=0)
+
+
+def test_validation_data_may_be_a_list():
+    x, y = _data(32)
+    hist = _model().fit(x, y, validation_data=[x, y], epochs=1, verbose=0)
+    assert "val_loss" in hist.history
+
+
+def test_steps_per_epoch_walks_through_the_data_across_epochs():
+    x = np.arange(8, dtype="float32").reshape(8, 1)
+    y = np.zeros(8, dtype="int64")
+    seen: list[list[float]] = []
+
+    class Spy(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = torch.nn.Linear(1, 2)
+
+        def forward(self, inp):
+            seen.append(inp[:, 0].tolist())
+            return self.lin(inp)
+
+    model = mirrorfit.Model(Spy())
+    model.compile("sgd", mirrorfit.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x, y, batch_size=2, steps_per_epoch=2, epochs=3, shuffle=False, verbose=0)
+    assert seen == [[0, 1], [2, 3], [4, 5], [6, 7], [0, 1], [2, 3]]
+
+
+def test_hooks_set_on_the_instance_and_batch_aliases_are_called():
+    calls = []
+    cb = mirrorfit.callbacks.Callback()
+    cb.on_epoch_end = lambda epoch, logs=None: calls.append(("epoch", epoch))
+
+    class Old(mirrorfit.callbacks.Callback):
+        def on_batch_end(self, batch, logs=None):
+            calls.append(("batch", batch))
+
+    x, y = _data(32)
+    _model().fit(x, y, batch_size=16, epochs=1, verbose=0, callbacks=[cb, Old()])
+    assert calls == [("batch", 0), ("batch", 1), ("epoch", 0)]
+
+
+def test_validation_hooks_get_unprefixed_logs_and_history_gets_val_keys():
+    got = []
+
+    class Spy(mirrorfit.callbacks.Callback):
+        def on_test_end(self, logs=None):
+            got.append(sorted(logs))
+
+    x, y = _data(32)
+    hist = _model().fit(x, y, validation_data=(x, y), epochs=1, verbose=0, callbacks=[Spy()])
+    assert got == [["accuracy", "loss"]]
+    assert {"val_loss", "val_accuracy"} <= set(hist.history)
+
+
+def test_a_user_progbar_is_not_doubled(capsys):
+    x, y = _data(32)
+    _model().fit(x, y, epochs=1, verbose=1, callbacks=[mirrorfit.callbacks.ProgbarLogger(2)])
+    assert capsys.readouterr().out.count("Epoch 1/1") == 1
+
+
+def test_validation_split_keeps_sample_weight_apart_from_y():
+    x, y = _data(8)
+    with pytest.raises(ValueError, match="sample_weight needs y"):
+        _model().fit(x, None, sample_weight=np.ones(8, "float32"), validation_split=0.5,
+                     verbose=0)

@@ -127,6 +127,8 @@ class Metric:
             return
         values = values.detach().to(torch.float64)
         weight = sample_weight.detach().to(values.device, torch.float64)
+        while weight.ndim > values.ndim and weight.shape[-1] == 1:  # (n, 1) weights
+            weight = weight.squeeze(-1)
         weight = weight.reshape(weight.shape + (1,) * (values.ndim - weight.ndim))
         weight = weight.expand_as(values)
         self._total += (values * weight).sum()

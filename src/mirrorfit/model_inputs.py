@@ -3,6 +3,7 @@ with the checks that catch bad input before any step runs."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from mirrorfit.data.adapters import as_batch_stream
@@ -68,6 +69,8 @@ def _batched(x: Any) -> bool:
 
 
 def _unpack_validation(data: Any) -> tuple[Any, Any, Any]:
+    if isinstance(data, list) and len(data) in (2, 3):  # Keras accepts [x, y] too
+        data = tuple(data)
     if isinstance(data, tuple):
         if len(data) == 2:
             return data[0], data[1], None
@@ -79,18 +82,24 @@ def _unpack_validation(data: Any) -> tuple[Any, Any, Any]:
 
 
 def _split(x: Any, y: Any, sw: Any, fraction: float) -> tuple[tuple[Any, Any, Any], Any]:
-    """Keras's validation_split: the *last* ``fraction`` of the arrays, before shuffling."""
+    """Keras's validation_split: the *last* ``fraction`` of the arrays, before shuffling
+    (Keras's rounding: the first ``floor(n * (1 - fraction))`` samples train)."""
     if _batched(x) or not (hasattr(x, "shape") or isinstance(x, (tuple, dict))):
         raise ValueError("validation_split works with arrays or tensors only; pass "
                          "validation_data for datasets and loaders.")
-    parts = [to_tensor(p) for p in (x, y, sw) if p is not None]
-    TensorSource(parts)  # checks equal lengths
+    parts = [None if p is None else to_tensor(p) for p in (x, y, sw)]
+    TensorSource([p for p in parts if p is not None])  # checks equal lengths
     n = leading_length(parts[0])
-    cut = n - int(n * fraction)
-    head = tuple(_rows(p, 0, cut) for p in parts)
-    tail = tuple(_rows(p, cut, n) for p in parts)
-    pad = (None,) * (3 - len(parts))
-    return (*head, *pad), tail if len(tail) > 1 else (tail[0],)
+    cut = math.floor(n * (1.0 - fraction))
+    if cut in (0, n):
+        raise ValueError(
+            f"validation_split={fraction} of {n} samples leaves "
+            f"{'no training' if cut == 0 else 'no validation'} sample; use more data or "
+            "another fraction."
+        )
+    head = tuple(None if p is None else _rows(p, 0, cut) for p in parts)
+    tail = tuple(None if p is None else _rows(p, cut, n) for p in parts)
+    return head, tail  # type: ignore[return-value]
 
 
 def _rows(value: Any, start: int, stop: int) -> Any:

@@ -26,8 +26,10 @@ ev = model.evaluate(x, y, batch_size=100, return_dict=True, verbose=0)
 pred = model.predict(x, batch_size=64)
 if strategy.is_chief:
     np.savez(out, *model.get_weights(), pred=pred)
-print("JSON " + json.dumps({"rank": strategy.rank, "replicas": strategy.num_replicas_in_sync,
-                            "history": hist.history, "eval": ev}), flush=True)
+line = json.dumps({"rank": strategy.rank, "replicas": strategy.num_replicas_in_sync,
+                   "history": hist.history, "eval": ev})
+sys.stdout.write("JSON " + line + "\n")  # one write: lines of two workers never interleave
+sys.stdout.flush()
 '''
 
 RAISE_ON_RANK = r'''

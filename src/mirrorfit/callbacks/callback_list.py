@@ -34,12 +34,24 @@ class CallbackList(Callback):
         self.batch_logs = any(cb.batch_logs for cb in self.callbacks)
         # bind only the hooks somebody overrides, so empty hooks cost nothing per step
         for hook in _HOOKS:
-            targets = [getattr(cb, hook) for cb in self.callbacks
-                       if getattr(type(cb), hook) is not getattr(Callback, hook)]
+            targets = [getattr(cb, hook) for cb in self.callbacks if _overrides(cb, hook)]
             setattr(self, hook, _fan_out(targets))
 
     def __iter__(self) -> Iterator[Callback]:
         return iter(self.callbacks)
+
+
+def _overrides(cb: Callback, hook: str) -> bool:
+    """True when ``cb`` defines ``hook`` itself: in its class, on the instance (Keras's
+    LambdaCallback habit), or through the ``on_batch_*`` aliases of ``on_train_batch_*``."""
+    fn = getattr(cb, hook)
+    if getattr(fn, "__func__", fn) is not getattr(Callback, hook):
+        return True
+    alias = _ALIASES.get(hook)
+    return alias is not None and _overrides(cb, alias)
+
+
+_ALIASES = {"on_train_batch_begin": "on_batch_begin", "on_train_batch_end": "on_batch_end"}
 
 
 def _fan_out(targets: list[Any]) -> Any:

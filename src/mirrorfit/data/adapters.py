@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from torch.utils.data import DataLoader, RandomSampler
+from torch.utils.data import (
+    DataLoader,
+    RandomSampler,
+    SequentialSampler,
+    Subset,
+    SubsetRandomSampler,
+)
 from torch.utils.data import Dataset as TorchDataset
 
 from mirrorfit.data.batches import BatchStream, IndexedBatches
@@ -29,8 +35,8 @@ def as_batch_stream(x: Any, y: Any = None, sample_weight: Any = None, *, batch_s
         if x.batch_size is None:
             raise ValueError("A DataLoader with batch_size=None cannot be re-batched; give it a "
                              "batch_size (the global batch size).")
-        source: Source = DatasetSource(x.dataset, x.collate_fn)
-        loader_shuffle = isinstance(x.sampler, RandomSampler)
+        dataset, loader_shuffle = _loader_dataset(x)
+        source: Source = DatasetSource(dataset, x.collate_fn)
         return IndexedBatches(source, x.batch_size, replica, shuffle=shuffle and loader_shuffle,
                               seed=seed, drop_remainder=x.drop_last)
     if isinstance(x, TorchDataset):
@@ -45,6 +51,31 @@ def as_batch_stream(x: Any, y: Any = None, sample_weight: Any = None, *, batch_s
         source = TensorSource(parts)
     return IndexedBatches(source, batch_size or 32, replica, shuffle=shuffle, seed=seed,
                           drop_remainder=drop_remainder)
+
+
+def _loader_dataset(loader: DataLoader) -> tuple[TorchDataset, bool]:
+    """The samples a DataLoader's sampler visits, and whether it shuffles them.
+
+    mirrorfit re-batches the loader's dataset per replica, so only samplers whose
+    meaning survives that are accepted: sequential, random without replacement,
+    and SubsetRandomSampler (a train/validation split).
+
+    Raises:
+        ValueError: any other sampler (weighted, with replacement, custom).
+    """
+    sampler = loader.sampler
+    if isinstance(sampler, SequentialSampler):
+        return loader.dataset, False
+    if isinstance(sampler, RandomSampler) and not sampler.replacement and (
+            sampler.num_samples == len(sampler.data_source)):
+        return loader.dataset, True
+    if isinstance(sampler, SubsetRandomSampler):
+        return Subset(loader.dataset, list(sampler.indices)), True
+    raise ValueError(
+        f"The DataLoader's sampler ({type(sampler).__name__}) decides which samples an epoch "
+        "visits, and mirrorfit re-shards the loader's dataset itself. Pass a Subset of the "
+        "dataset (or a mirrorfit.data.Dataset) instead, with shuffle=True or a plain loader."
+    )
 
 
 def _no_y(x: Any, y: Any, batch_size: int | None, allow_batch_size: bool = True) -> None:
