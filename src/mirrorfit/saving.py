@@ -33,7 +33,7 @@ __all__ = ["latest_checkpoint", "load_model", "restore_or_create"]
 
 def compile_config(model: Model) -> dict[str, Any] | None:
     """The compile arguments if all are Keras names (reloadable), else None."""
-    args = getattr(model, "_compile_args", None)
+    args = model._compile_args
     if args is None:
         return None
     names = [args["optimizer"], args["loss"], *args["metrics"]]

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from mirrorfit.callbacks.callback import Callback, Logs
+from mirrorfit.callbacks.model_checkpoint import check_save_freq
 from mirrorfit.checkpoint import atomic
 from mirrorfit.checkpoint.io import load_checkpoint
 from mirrorfit.checkpoint.state import capture_training_state, restore_training_state
@@ -49,10 +50,7 @@ class BackupAndRestore(Callback):
     def __init__(self, backup_dir: str | os.PathLike[str], save_freq: str | int = "epoch",
                  delete_checkpoint: bool = True, *, async_save: bool = False) -> None:
         super().__init__()
-        if save_freq != "epoch" and (isinstance(save_freq, bool) or not isinstance(save_freq, int)
-                                     or save_freq < 1):
-            raise ValueError(f"save_freq must be 'epoch' or a positive number of steps; "
-                             f"received {save_freq!r}.")
+        check_save_freq(save_freq)
         self.backup_dir = Path(backup_dir)
         self.save_freq = save_freq
         self.delete_checkpoint = delete_checkpoint

@@ -167,11 +167,20 @@ def _resolve_mode(mode: str, monitor: str) -> str:
     return "max" if any(h in monitor for h in _MAX_HINTS) else "min"
 
 
-def _check_args(save_freq: str | int, keep: int | None, mode: str) -> None:
+def check_save_freq(save_freq: str | int) -> None:
+    """Keras's ``save_freq``: 'epoch' or a positive number of steps.
+
+    Raises:
+        ValueError: anything else, echoed.
+    """
     if save_freq != "epoch" and (isinstance(save_freq, bool) or not isinstance(save_freq, int)
                                  or save_freq < 1):
         raise ValueError(f"save_freq must be 'epoch' or a positive number of steps; received "
                          f"{save_freq!r}.")
+
+
+def _check_args(save_freq: str | int, keep: int | None, mode: str) -> None:
+    check_save_freq(save_freq)
     if keep is not None and (isinstance(keep, bool) or not isinstance(keep, int) or keep < 1):
         raise ValueError(f"keep must be None or a positive integer; received {keep!r}.")
     if mode not in ("auto", "min", "max"):

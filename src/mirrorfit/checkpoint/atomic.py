@@ -12,6 +12,7 @@ One writer per file: mirrorfit only ever calls this on the chief.
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import uuid
 from collections.abc import Callable
@@ -89,7 +90,7 @@ def remove_stale_temps(path: str | os.PathLike[str]) -> list[Path]:
     if not target.parent.is_dir():
         return []
     removed = []
-    for stale in target.parent.glob(f".{target.name}{_TMP_MARK}*"):
+    for stale in target.parent.glob(f".{glob.escape(target.name)}{_TMP_MARK}*"):
         with contextlib.suppress(OSError):
             stale.unlink()
             removed.append(stale)

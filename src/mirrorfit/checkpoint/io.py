@@ -99,9 +99,7 @@ def _torch_load(target: Path, map_location: str | torch.device | None) -> Any:
                 "strings, lists, dicts) instead, e.g. with model.save(path)."
             ) from None
         raise _corrupt(target, exc) from None
-    except (RuntimeError, EOFError, KeyError, ValueError, OSError, IndexError) as exc:
-        if isinstance(exc, FileNotFoundError):
-            raise
+    except (RuntimeError, EOFError, KeyError, ValueError, IndexError) as exc:
         raise _corrupt(target, exc) from None
 
 
