@@ -5,6 +5,7 @@ unused-parameter messages, scaling rules, the devices command and the shim."""
 from __future__ import annotations
 
 import json
+import sys
 import types
 
 import numpy as np
@@ -251,3 +252,19 @@ def test_multi_gpu_model_gives_a_model_that_compiles_and_fits(monkeypatch):
     assert "MirroredStrategy" in (mirrorfit.multi_gpu_model.__doc__ or "").splitlines()[0]
     with pytest.raises(TypeError, match="received str"):
         mirrorfit.multi_gpu_model("model", gpus=2)
+
+
+def test_interactive_session_is_a_missing_script_or_a_live_ipython(monkeypatch):
+    from mirrorfit.strategies.run import interactive_session
+
+    script = types.ModuleType("__main__")
+    script.__file__ = "train.py"
+    monkeypatch.setitem(sys.modules, "__main__", script)
+    monkeypatch.setitem(sys.modules, "IPython",
+                        types.SimpleNamespace(get_ipython=lambda: None))
+    assert not interactive_session()  # a script that merely imports IPython re-runs
+    monkeypatch.setitem(sys.modules, "IPython",
+                        types.SimpleNamespace(get_ipython=lambda: object()))
+    assert interactive_session()  # a notebook kernel
+    monkeypatch.setitem(sys.modules, "__main__", types.ModuleType("__main__"))
+    assert interactive_session()  # python -c / a REPL: no script file

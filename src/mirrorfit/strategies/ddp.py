@@ -131,10 +131,9 @@ def finish_first_update(wrapped: nn.Module) -> MirroredDDP:
 
 
 def _rewrap(wrapped: MirroredDDP) -> MirroredDDP:
-    ids = wrapped.device_ids
-    module = wrapped.module
-    del wrapped  # its reducer (and autograd hooks) go with it
-    return MirroredDDP(module, unused_mode=True, device_ids=ids)
+    # the old wrapper's reducer hooks stay idle (its last forward ran under no_sync) and go
+    # when the trainer drops it
+    return MirroredDDP(wrapped.module, unused_mode=True, device_ids=wrapped.device_ids)
 
 
 def _listed(names: set[str], named: list[tuple[str, nn.Parameter]]) -> str:

@@ -41,8 +41,11 @@ class WorkersFailed(RuntimeError):
 def interactive_session() -> bool:
     """True in a REPL, notebook or ``python -c``: no script file a worker could re-run."""
     main = sys.modules.get("__main__")
-    return (main is None or not getattr(main, "__file__", None) or hasattr(sys, "ps1")
-            or "ipykernel" in sys.modules)
+    if main is None or not getattr(main, "__file__", None) or hasattr(sys, "ps1"):
+        return True
+    ipython = sys.modules.get("IPython")  # a kernel, not a script that imports IPython
+    get = getattr(ipython, "get_ipython", None)
+    return get is not None and get() is not None
 
 
 def run(strategy: Strategy, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:

@@ -108,9 +108,10 @@ class Strategy:
         return scale_loss(self, loss, size, global_size)
 
     def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """Run ``fn(*args, **kwargs)`` on every replica inside ``scope()``; from a notebook,
-        start the workers first. Returns the chief's return value (here: this
-        replica's). See ``strategies.run``."""
+        """Run ``fn(*args, **kwargs)`` on every replica inside ``scope()``. From a notebook
+        (a MirroredStrategy waiting for workers) it starts them and returns the chief's
+        return value; in a worker, or with one replica, it calls ``fn`` here and returns
+        its value. See ``strategies.run``."""
         from mirrorfit.strategies.run import run
 
         return run(self, fn, *args, **kwargs)
