@@ -25,10 +25,28 @@ LAUNCHED_BY_MIRRORFIT = "MIRRORFIT_LAUNCHED"
 
 _SECONDARY = ("Connection closed by peer", "Connection reset by peer", "Broken pipe",
               "DistBackendError", "Socket Timeout", "connectFullMesh")
+#: how torch reports a collective or store wait that ran past the process-group timeout
+_TIMEOUT_MARKERS = ("Timed out waiting", "timed out after", "Watchdog caught collective",
+                    "wait timeout after", "DistStoreError: Timed out")
 
 
-def install_worker_excepthook(rank: int) -> None:
+def timeout_hint(text: str, timeout: float | None) -> str:
+    """A hint for a traceback that ends in a collective timeout ('' for other errors)."""
+    if not any(marker in text for marker in _TIMEOUT_MARKERS):
+        return ""
+    limit = f"timeout={timeout:g} s" if timeout else "the collective timeout"
+    return (f"mirrorfit: a collective waited longer than {limit}: some replica never reached it.\n"
+            "  Usual causes: a collective (reduce, barrier, evaluate) run on some ranks only; a "
+            "rank that left early or is stuck outside training; ranks given different data.\n"
+            "  If the wait is legitimate (slow data loading, a long save on the chief), raise "
+            "the limit: MirroredStrategy(timeout=seconds) or MIRRORFIT_TIMEOUT=seconds.\n")
+
+
+def install_worker_excepthook(rank: int, timeout: float | None = None) -> None:
     """Record uncaught exceptions of this worker; exit without the finalizer.
+
+    ``timeout`` (the collective timeout in seconds) is quoted in the hint added to
+    a traceback that ends in a collective timeout.
 
     Exiting with ``os._exit`` skips interpreter teardown, which with live gloo
     threads can abort (TORCH-NOTES trap 1) and would turn exit status 1 into -6.
@@ -40,6 +58,7 @@ def install_worker_excepthook(rank: int) -> None:
             previous(exc_type, exc, tb)
             return
         text = "".join(traceback.format_exception(exc_type, exc, tb))
+        text += timeout_hint(text, timeout)
         _write_error_file(exc, text, rank)
         if not os.environ.get(LAUNCHED_BY_MIRRORFIT):
             labelled = "".join(f"[rank {rank}] {line}\n" for line in text.rstrip().split("\n"))
@@ -125,4 +144,8 @@ def format_failures(failures: list[WorkerFailure], world_size: int) -> str:
     others = world_size - 1
     tail = ("(the other worker was stopped)" if others == 1
             else f"(the other {others} workers were stopped)" if others else "")
+    if cause.secondary and cause.exitcode != -signal.SIGTERM:
+        tail = (f"mirrorfit: no worker reported an error of its own; rank {cause.rank} lost a "
+                "peer that ended without one (sys.exit, os._exit(0), or a return on some ranks "
+                f"only) while it waited in a collective.\n{tail}")
     return f"mirrorfit: {cause.describe().rstrip()}\n{tail}".rstrip() + "\n"

@@ -21,6 +21,7 @@ import contextlib
 import errno
 import logging
 import os
+import signal
 import socket
 import sys
 import uuid
@@ -40,6 +41,8 @@ from mirrorfit.cluster.errors import (
 )
 
 STORE_ENV = "MIRRORFIT_STORE"
+#: workers ended by kill_survivors_of_a_failure (their exit is not a cause)
+_killed_pids: set[int] = set()
 _LOG = logging.getLogger("mirrorfit")
 
 
@@ -169,7 +172,8 @@ def launch(spec: LaunchSpec, command: Sequence[str] | None = None) -> int:
         with _reporting_restarts():
             elastic_launch(_config(spec, host, port, loopback), sys.executable)(*args)
     except ChildFailedError as exc:
-        failures = [failure_from_elastic(r, f) for r, f in exc.failures.items()]
+        failures = [failure_from_elastic(r, f) for r, f in exc.failures.items()
+                    if f.pid not in _killed_pids]
         sys.stderr.write(format_failures(failures, spec.nprocs * spec.nnodes))
         return 1
     finally:
@@ -219,6 +223,23 @@ def restart_message(attempt: int, max_restarts: int, failures: list[WorkerFailur
             f"mirrorfit: restart {attempt}/{max_restarts} (previous attempt: {reason})\n")
 
 
+def kill_survivors_of_a_failure(pcontext: Any) -> None:
+    """Once a worker has failed, SIGKILL the others before the agent stops them.
+
+    The agent would send SIGTERM and wait 30 s: a worker in ``fit`` only records
+    SIGTERM (``cluster.preemption``), so one stuck outside a collective would hold
+    the failed job that long. A failed group has nothing left to save.
+    """
+    handlers = getattr(pcontext, "subprocess_handlers", None) or {}
+    procs = [h.proc for h in handlers.values()]
+    if not any(p.poll() not in (None, 0) for p in procs):
+        return
+    for proc in procs:
+        if proc.poll() is None:
+            _killed_pids.add(proc.pid)  # their -9 is a consequence: not reported
+            proc.send_signal(signal.SIGKILL)
+
+
 @contextlib.contextmanager
 def _reporting_restarts() -> Iterator[None]:
     """Have elastic's agent say why it restarts the group (it restarts silently).
@@ -236,6 +257,7 @@ def _reporting_restarts() -> Iterator[None]:
 
     class _Agent(base):  # type: ignore[misc, valid-type]
         def _monitor_workers(self, worker_group: Any) -> Any:
+            kill_survivors_of_a_failure(getattr(self, "_pcontext", None))
             result = super()._monitor_workers(worker_group)
             if result.is_failed():
                 self._mirrorfit_failures: dict[int, Any] = dict(result.failures)
@@ -245,7 +267,8 @@ def _reporting_restarts() -> Iterator[None]:
             total = worker_group.spec.max_restarts
             attempt = total - getattr(self, "_remaining_restarts", 0)
             seen = getattr(self, "_mirrorfit_failures", {})
-            failures = [failure_from_elastic(r, f) for r, f in seen.items()]
+            failures = [failure_from_elastic(r, f) for r, f in seen.items()
+                        if f.pid not in _killed_pids]
             sys.stderr.write(restart_message(attempt, total, failures))
             sys.stderr.flush()
             self._mirrorfit_failures = {}

@@ -20,6 +20,10 @@ from mirrorfit.strategies.run import interactive_session
 from mirrorfit.strategies.strategy import Strategy
 from mirrorfit.strategies.sync_batchnorm import convert_sync_batchnorm
 
+#: seconds a collective may wait before the job fails (overridden by MIRRORFIT_TIMEOUT)
+DEFAULT_TIMEOUT = 300.0
+TIMEOUT_ENV = "MIRRORFIT_TIMEOUT"
+
 
 class MirroredStrategy(Strategy):
     """Every replica holds the whole model; each step, each replica computes its
@@ -36,7 +40,9 @@ class MirroredStrategy(Strategy):
             means 2 worker processes. Under an external launcher, the devices of
             this node.
         port: the rendezvous port for self-started workers; None picks a free one.
-        timeout: seconds a collective may wait before the job is failed.
+        timeout: seconds a collective may wait before the job is failed with a hint
+            (default: the ``MIRRORFIT_TIMEOUT`` environment variable, else 300; torch's
+            own default is 30 minutes for gloo).
         num_threads: intra-op threads per CPU worker (default cores // workers).
         max_restarts: restart all self-started workers this many times on failure.
         find_unused_parameters: None (default) finds parameters without a gradient in
@@ -58,12 +64,11 @@ class MirroredStrategy(Strategy):
     """
 
     def __init__(self, devices: DeviceSpec = None, *, port: int | None = None,
-                 timeout: float = 300.0, num_threads: int | None = None,
+                 timeout: float | None = None, num_threads: int | None = None,
                  max_restarts: int = 0, find_unused_parameters: bool | None = None,
                  sync_batchnorm: bool = False) -> None:
         super().__init__()
-        if timeout <= 0:
-            raise ValueError(f"timeout must be > 0 seconds, received {timeout}.")
+        timeout = collective_timeout(timeout)
         self._timeout = timedelta(seconds=timeout)
         self._find_unused = find_unused_parameters
         self._sync_batchnorm = sync_batchnorm
@@ -119,7 +124,7 @@ class MirroredStrategy(Strategy):
         else:
             configure_cpu(num_threads or threads_per_worker(env.local_world_size))
             backend = "gloo"
-        install_worker_excepthook(self._rank)
+        install_worker_excepthook(self._rank, timeout=self._timeout.total_seconds())
         if self._world > 1:
             process_group.init_process_group(env, backend, self._timeout)
 
@@ -140,3 +145,24 @@ class MirroredStrategy(Strategy):
     @property
     def devices(self) -> list[str]:
         return list(self._devices)
+
+
+def collective_timeout(timeout: float | None) -> float:
+    """``timeout``, else ``MIRRORFIT_TIMEOUT``, else 300 seconds; must be > 0.
+
+    Raises:
+        ValueError: a value that is not a positive number of seconds.
+    """
+    source = "timeout"
+    if timeout is None:
+        value = os.environ.get(TIMEOUT_ENV)
+        if not value:
+            return DEFAULT_TIMEOUT
+        source = f"environment variable {TIMEOUT_ENV}"
+        try:
+            timeout = float(value)
+        except ValueError:
+            raise ValueError(f"{source} must be a number of seconds, received {value!r}.") from None
+    if not timeout > 0:
+        raise ValueError(f"{source} must be > 0 seconds, received {timeout!r}.")
+    return float(timeout)

@@ -5,6 +5,7 @@ garbage, meet at a barrier, then destroy the group."""
 from __future__ import annotations
 
 import atexit
+import contextlib
 import gc
 import os
 import weakref
@@ -65,8 +66,19 @@ def teardown() -> None:
             dist.destroy_process_group()
 
 
+def _teardown_at_exit() -> None:
+    """Teardown at interpreter exit, silent when the peers are gone.
+
+    A rank that ends while another has failed (or is still waiting in a
+    collective) cannot meet it at the barrier; the failing rank's error is the
+    one the launcher reports, so a second traceback here would only be noise.
+    """
+    with contextlib.suppress(Exception):
+        teardown()
+
+
 def _register_teardown() -> None:
     global _registered
     if not _registered:
-        atexit.register(teardown)
+        atexit.register(_teardown_at_exit)
         _registered = True
