@@ -22,7 +22,7 @@ from mirrorfit.callbacks.callback_list import CallbackList
 from mirrorfit.callbacks.history import History
 from mirrorfit.callbacks.progbar_logger import ProgbarLogger
 from mirrorfit.model_inputs import fit_streams, stream_for
-from mirrorfit.strategies import context, process_group
+from mirrorfit.strategies import consistency, context, process_group
 from mirrorfit.strategies.strategy import Strategy
 from mirrorfit.trainer.steps import Steps
 from mirrorfit.trainer.trainer import Trainer
@@ -86,6 +86,8 @@ class Model:
         strategy = self.strategy
         loss_fn = losses_mod.get(loss)
         metric_list = list(metrics or [])
+        consistency.check_compile(strategy, self.module, optimizer, loss_fn, metric_list,
+                                  steps_per_update)
         wrapped = strategy.setup_module(self.module)
         opt = optimizers_mod.get(optimizer, self.module.parameters())
         steps = Steps(self.module, wrapped, opt, loss_fn, strategy.device,
@@ -133,6 +135,9 @@ class Model:
                                   validation_split=validation_split,
                                   validation_data=validation_data,
                                   validation_batch_size=validation_batch_size)
+        consistency.check_fit(self.strategy, stream, val, epochs=epochs,
+                              initial_epoch=initial_epoch, steps_per_epoch=steps_per_epoch,
+                              validation_freq=validation_freq, seed=trainer.seed)
         self.history = History()
         cbs = self._callbacks(callbacks, verbose, epochs, stream, steps_per_epoch)
         self._fit_callbacks = cbs
@@ -164,6 +169,7 @@ class Model:
         """
         trainer = self._compiled()
         stream = stream_for(self.strategy, x, y, sample_weight, batch_size)
+        consistency.check_stream(self.strategy, stream, "evaluate")
         cbs = CallbackList(callbacks, self, {"verbose": _verbose(verbose)})
         logs = trainer.evaluate(stream, cbs)
         if verbose and _verbose(verbose) and self.strategy.is_chief:
@@ -179,6 +185,7 @@ class Model:
         """Outputs for every sample, in input order, on every replica (numpy)."""
         trainer = self._compiled()
         stream = stream_for(self.strategy, x, None, None, batch_size)
+        consistency.check_stream(self.strategy, stream, "predict")
         return trainer.predict(stream, CallbackList(callbacks, self, {}))
 
     # --- weights ------------------------------------------------------------------------
