@@ -117,7 +117,10 @@ class SparseCategoricalCrossentropy(Loss):
         # the common case in one fused kernel (same value as the mean of per_sample)
         if (self.from_logits and y_pred.ndim == 2 and y_true.ndim == 1
                 and y_pred.shape[0] == y_true.shape[0] > 0 and not y_true.is_floating_point()):
-            return F.cross_entropy(y_pred, y_true)
+            try:
+                return F.cross_entropy(y_pred, y_true)
+            except (IndexError, RuntimeError) as exc:
+                raise _label_error(y_true, y_pred.shape[-1], exc) from None
         return super().__call__(y_pred, y_true)
 
     def per_sample(self, y_pred: torch.Tensor, y_true: torch.Tensor) -> torch.Tensor:
@@ -128,8 +131,25 @@ class SparseCategoricalCrossentropy(Loss):
                              f"received y_pred {tuple(y_pred.shape)}, "
                              f"y_true {tuple(y_true.shape)}.")
         log_p = _log_probs(y_pred, self.from_logits)
-        picked = log_p.gather(-1, y_true.long().unsqueeze(-1)).squeeze(-1)
+        try:
+            picked = log_p.gather(-1, y_true.long().unsqueeze(-1)).squeeze(-1)
+        except (IndexError, RuntimeError) as exc:
+            raise _label_error(y_true, y_pred.shape[-1], exc) from None
         return _batch_mean(-picked)
+
+
+def _label_error(y_true: torch.Tensor, classes: int, exc: BaseException) -> BaseException:
+    """A ValueError naming the labels' range when they are not class ids in [0, classes)."""
+    labels = y_true.long()
+    if not labels.numel() or (int(labels.min()) >= 0 and int(labels.max()) < classes):
+        return exc  # not a label problem: torch's own error
+    return ValueError(
+        f"Sparse labels must be class ids in [0, {classes}) for y_pred with {classes} classes; "
+        f"received y_true of shape {tuple(y_true.shape)} and dtype "
+        f"{str(y_true.dtype).removeprefix('torch.')} with values from {int(labels.min())} to "
+        f"{int(labels.max())}. Fix the labels (e.g. map them to 0..{classes - 1}) or give the "
+        "model's last layer one output per class."
+    )
 
 
 class CategoricalCrossentropy(Loss):

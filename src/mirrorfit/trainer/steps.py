@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from mirrorfit.data.batches import LocalBatch
+from mirrorfit.trainer.validation import STEP_ERRORS, explain_step_error
 
 
 def unpack(data: tuple[Any, ...]) -> tuple[Any, Any, Any]:
@@ -68,13 +69,23 @@ class Steps:
                              "loss or a Keras loss name.")
         return (per_sample(y_pred, y) * sw.to(torch.float32)).mean()
 
+    def forward_loss(self, module: nn.Module, x: Any, y: Any,
+                     sw: torch.Tensor | None) -> tuple[torch.Tensor, Any]:
+        """The loss and ``module``'s output; a data error gets a note naming the tensors."""
+        y_pred = None
+        try:
+            y_pred = call_module(module, x)
+            return self.loss(y_pred, y, sw), y_pred
+        except STEP_ERRORS as exc:  # free unless raised; see trainer.validation
+            explain_step_error(exc, self.module, x, y, y_pred)
+            raise
+
     def train(self, batch: LocalBatch, denominator: int | None = None,
               update: bool = True) -> tuple[torch.Tensor, Any, Any, Any]:
         """Forward, backward (scaled to the global mean over ``denominator`` samples,
         default the global batch) and, if ``update``, the optimizer step."""
         x, y, sw = to_device(unpack(batch.data), self.device)
-        y_pred = call_module(self.wrapped, x)
-        loss = self.loss(y_pred, y, sw)
+        loss, y_pred = self.forward_loss(self.wrapped, x, y, sw)
         scale = batch.size * self.world / (denominator or batch.global_size)
         (loss * scale).backward()
         if update:
@@ -85,10 +96,14 @@ class Steps:
     @torch.no_grad()
     def evaluate(self, batch: LocalBatch) -> tuple[torch.Tensor, Any, Any, Any]:
         x, y, sw = to_device(unpack(batch.data), self.device)
-        y_pred = call_module(self.module, x)
-        return self.loss(y_pred, y, sw), y_pred, y, sw
+        loss, y_pred = self.forward_loss(self.module, x, y, sw)
+        return loss, y_pred, y, sw
 
     @torch.no_grad()
     def predict(self, batch: LocalBatch) -> Any:
         x, _, _ = to_device(unpack(batch.data), self.device)
-        return call_module(self.module, x)
+        try:
+            return call_module(self.module, x)
+        except STEP_ERRORS as exc:
+            explain_step_error(exc, self.module, x)
+            raise
