@@ -74,7 +74,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=int,
         default=120,
         metavar="S",
-        help="send USR1 to the workers S seconds before the limit (0: none)",
+        help="send USR1 to the workers S seconds before the limit, so they back up and "
+        "requeue the job (default 120; 0: none)",
     )
     p.add_argument("--gpu", action="store_true", help="the job needs GPUs (checks G > 0)")
     p.add_argument("--submit", action="store_true", help="submit with sbatch; print the job id")

@@ -138,9 +138,12 @@ class SbatchOptions:
         partition, job_name, output: as ``#SBATCH --partition/--job-name/--output``;
             job name defaults to the script's stem, output to ``%x-%j.out``.
         env: variables exported before ``srun`` (after OMP_NUM_THREADS, so may override it).
-        signal_seconds: send USR1 to the tasks this long before the time limit, so they
-            can checkpoint and requeue; 0 sends none. The workers must handle USR1:
-            Python's default action for it ends the process.
+        signal_seconds: send USR1 to the tasks this long before the time limit (default
+            120; SLURM may send it up to 60 s earlier); 0 sends none. mirrorfit's
+            workers then back up at an agreed step and requeue the job
+            (``cluster.preemption``); leave time for K steps plus one backup write.
+            A script that does not use mirrorfit must handle USR1 itself: Python's
+            default action for it ends the process.
         gpu: the job needs GPUs (an error when ``gpus_per_node`` is 0).
         python: the interpreter the tasks run; this one by default.
 

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from mirrorfit.cluster import ClusterEnvironment, detect_environment
+from mirrorfit.cluster import ClusterEnvironment, detect_environment, preemption
 from mirrorfit.cluster.errors import install_worker_excepthook
 from mirrorfit.cluster.launcher import launch_local
 from mirrorfit.cluster.threads import configure_cpu, threads_per_worker
@@ -96,7 +96,15 @@ class MirroredStrategy(Strategy):
         os.environ["MIRRORFIT_DEVICES"] = ",".join(self._devices)
         threads = num_threads or threads_per_worker(n)
         sys.stdout.flush()
-        code = launch_local(n, port=port, max_restarts=max_restarts, num_threads=threads)
+        from torch.distributed.elastic.multiprocessing.api import SignalException
+
+        try:
+            code = launch_local(n, port=port, max_restarts=max_restarts, num_threads=threads)
+        except SignalException as exc:  # e.g. SIGTERM to this parent: the agent passed it
+            # on to the workers (they back up and exit, see cluster.preemption); no traceback
+            print(f"mirrorfit: {exc.sigval.name} received; the workers were stopped",
+                  file=sys.stderr)
+            code = 128 + int(exc.sigval)
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)  # the workers did the work; do not run the rest of the script here
@@ -105,6 +113,7 @@ class MirroredStrategy(Strategy):
         self._device = torch.device(self._devices[0])
         if self._device.type == "cpu":
             configure_cpu(num_threads)  # one process: keep the user's thread count
+        preemption.install()  # USR1/SIGTERM: back up, requeue, exit (cluster.preemption)
 
     def _join(self, env: ClusterEnvironment, devices: DeviceSpec,
               num_threads: int | None) -> None:
@@ -125,6 +134,7 @@ class MirroredStrategy(Strategy):
             configure_cpu(num_threads or threads_per_worker(env.local_world_size))
             backend = "gloo"
         install_worker_excepthook(self._rank, timeout=self._timeout.total_seconds())
+        preemption.install()  # before the group forms: a USR1 during set-up is kept for fit
         if self._world > 1:
             process_group.init_process_group(env, backend, self._timeout)
 
@@ -166,3 +176,8 @@ def collective_timeout(timeout: float | None) -> float:
     if not timeout > 0:
         raise ValueError(f"{source} must be > 0 seconds, received {timeout!r}.")
     return float(timeout)
+
+
+class MultiWorkerMirroredStrategy(MirroredStrategy):
+    """tf.distribute's name for the same thing: MirroredStrategy already spans every
+    node of the torchrun, ``mirrorfit run`` or SLURM world it finds."""

@@ -18,7 +18,9 @@ import numpy as np
 import torch
 
 from mirrorfit.callbacks.callback_list import CallbackList
+from mirrorfit.cluster import preemption
 from mirrorfit.data.batches import BatchStream, LocalBatch
+from mirrorfit.data.sharding import share_bounds
 from mirrorfit.strategies import ddp
 from mirrorfit.strategies.sync_batchnorm import weightless_share
 from mirrorfit.trainer.steps import Steps
@@ -48,12 +50,14 @@ class Trainer:
         self.stream: BatchStream | None = None
         self._resumed_tracker = False
         self._first_update_check = ddp.needs_first_update_check(steps.wrapped)
+        # steps between agreements on a preemption stop (cluster.preemption); set by fit
+        self._preempt_every = preemption.DEFAULT_CHECK_STEPS * steps_per_update
 
     # --- fit ----------------------------------------------------------------------------
     def fit(self, stream: BatchStream, *, epochs: int, initial_epoch: int,
             callbacks: CallbackList, val: tuple[BatchStream, int] | None,
             verbose: int, steps_per_epoch: int | None) -> None:
-        with training_mode(self.steps.module, True):
+        with training_mode(self.steps.module, True), preemption.watch():
             self._fit(stream, epochs=epochs, initial_epoch=initial_epoch, callbacks=callbacks,
                       val=val, verbose=verbose, steps_per_epoch=steps_per_epoch)
 
@@ -63,17 +67,21 @@ class Trainer:
         self.stream = stream
         self.epoch, self.step = initial_epoch, 0
         self._resumed_tracker = False
+        self._preempt_every = preemption.check_interval(self.strategy) * self.steps_per_update
         callbacks.on_train_begin()  # a BackupAndRestore may load_state_dict() here
         logs: dict[str, float] = {}
         while self.epoch < epochs:
             callbacks.on_epoch_begin(self.epoch)
             logs = self._train_epoch(stream, callbacks, verbose, steps_per_epoch)
             if val is not None and (self.epoch + 1) % val[1] == 0:
-                logs.update(self.evaluate(val[0], callbacks, prefix="val_"))
+                val_logs = self.evaluate(val[0], callbacks)
+                logs.update({f"val_{k}": v for k, v in val_logs.items()})
             epoch, self.epoch, self.step = self.epoch, self.epoch + 1, 0
             callbacks.on_epoch_end(epoch, logs)
             if self._agree_stop():
                 break
+            if self.epoch < epochs and preemption.agreed(self.strategy):
+                preemption.preempt(self.model, callbacks)  # raises Preempted
         callbacks.on_train_end(logs)
 
     def _train_epoch(self, stream: BatchStream, callbacks: CallbackList, verbose: int,
@@ -83,9 +91,7 @@ class Trainer:
         self._resumed_tracker = False
         total = steps_per_epoch or stream.steps_per_epoch() or 0
         sync_every = max(1, total // _PROGRESS_SYNCS) if verbose == 1 else 0
-        batches = stream.iter_epoch(self.epoch, self.step)
-        if steps_per_epoch:
-            batches = itertools.islice(batches, max(0, steps_per_epoch - self.step))
+        batches = self._epoch_batches(stream, steps_per_epoch)
         for group in self._update_groups(batches):
             denominator = sum(b.global_size for b in group)
             for i, batch in enumerate(group):
@@ -98,9 +104,30 @@ class Trainer:
                     self.step % sync_every == 0 or self.step == total))
                 callbacks.on_train_batch_end(self.step - 1,
                                              self.train_tracker.result() if sync else {})
-            if callbacks.batch_logs and self.model.stop_training:
+            if callbacks.batch_logs and self._agree_stop():  # every rank leaves at this step
                 break
+            # every K updates all workers agree on a preemption signal (one scalar reduce)
+            if self.step % self._preempt_every == 0 and preemption.agreed(self.strategy):
+                preemption.preempt(self.model, callbacks)  # raises Preempted
         return self.train_tracker.result()
+
+    def _epoch_batches(self, stream: BatchStream,
+                       steps_per_epoch: int | None) -> Iterator[LocalBatch]:
+        """This epoch's batches from ``self.step``. With ``steps_per_epoch``, epochs walk
+        through the data as Keras's do (epoch e takes the next slice of a data pass),
+        still a pure function of (seed, epoch, step)."""
+        per_pass = stream.steps_per_epoch() if steps_per_epoch else None
+        if not steps_per_epoch or not per_pass:
+            batches = stream.iter_epoch(self.epoch, self.step)
+            if steps_per_epoch:
+                batches = itertools.islice(batches, max(0, steps_per_epoch - self.step))
+            return batches
+        slots = -(-per_pass // steps_per_epoch)
+        data_epoch, slot = divmod(self.epoch, slots)
+        first = slot * steps_per_epoch
+        stop = min(first + steps_per_epoch, per_pass)
+        return itertools.islice(stream.iter_epoch(data_epoch, first + self.step),
+                                max(0, stop - first - self.step))
 
     def _train_one(self, batch: LocalBatch, denominator: int,
                    update: bool) -> tuple[torch.Tensor, Any, Any, Any]:
@@ -176,24 +203,23 @@ class Trainer:
             return self._predict(stream, callbacks)
 
     def _predict(self, stream: BatchStream, callbacks: CallbackList) -> np.ndarray:
-        outputs, indices = [], []
+        outputs, positions, offset = [], [], 0
         callbacks.on_predict_begin()
         for i, batch in enumerate(stream.iter_epoch(0)):
             callbacks.on_predict_batch_begin(i)
-            out = self.steps.predict(batch)
-            if batch.size:
-                outputs.append(out.detach().cpu())
-                indices.append(batch.indices if batch.indices is not None
-                               else torch.full((batch.size,), -1, dtype=torch.int64))
+            out = self.steps.predict(batch).detach().cpu()
+            start, _ = share_bounds(batch.global_size, self.strategy.replica)
+            outputs.append(out[:batch.size])  # an empty share keeps shape and dtype
+            positions.append(torch.arange(offset + start, offset + start + batch.size))
+            offset += batch.global_size
             callbacks.on_predict_batch_end(i, {})
         callbacks.on_predict_end()
-        local = torch.cat(outputs) if outputs else torch.empty(0)
-        local_idx = torch.cat(indices) if indices else torch.empty(0, dtype=torch.int64)
-        everything = self.strategy.gather(local)
-        order = self.strategy.gather(local_idx)
-        if len(order) and bool((order >= 0).all()):
-            everything = everything[torch.argsort(order)]
-        return everything.numpy()
+        if not outputs:
+            return np.empty((0,), dtype=np.float32)
+        # sort by position in the epoch's sample sequence: input (iteration) order
+        everything = self.strategy.gather(torch.cat(outputs))
+        order = self.strategy.gather(torch.cat(positions))
+        return everything[torch.argsort(order)].numpy()
 
     # --- state --------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
