@@ -161,7 +161,8 @@ def check_interval(strategy: Strategy, environ: Mapping[str, str] | None = None)
         ValueError: a value that is not a positive integer.
     """
     env = os.environ if environ is None else environ
-    text = env.get(CHECK_ENV, "")
+    # share the chief's text before checking it, so every worker fails (or not) alike
+    text = str(strategy.broadcast_object(env.get(CHECK_ENV, "")))
     try:
         value = int(text) if text else DEFAULT_CHECK_STEPS
     except ValueError:
@@ -169,7 +170,7 @@ def check_interval(strategy: Strategy, environ: Mapping[str, str] | None = None)
     if value < 1:
         raise ValueError(f"{CHECK_ENV} must be a positive number of optimizer updates, "
                          f"received {text!r}; e.g. {CHECK_ENV}=10.")
-    return int(strategy.broadcast_object(value))
+    return value
 
 
 def agreed(strategy: Strategy) -> bool:
