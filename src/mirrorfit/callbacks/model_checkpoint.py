@@ -94,6 +94,11 @@ class ModelCheckpoint(Callback):
     def _save(self, epoch: int, batch: int | None, logs: Logs) -> None:
         assert self.model is not None
         strategy = self.model.strategy
+        loss = logs.get("loss")
+        if loss is not None and not math.isfinite(loss):  # keep the last good checkpoint
+            if strategy.is_chief and self.verbose:
+                print(f"\nEpoch {epoch + 1}: loss is {loss}, not saving.", flush=True)
+            return
         if self.save_best_only and not self._improved(logs, strategy.is_chief):
             return
         path = self.format_path(epoch, batch, logs)
