@@ -1,7 +1,7 @@
 """fit() against a hand-written PyTorch loop: same model, data, optimizer and thread
 count, in one process, runs interleaved (A B A B …) so machine noise hits both.
 
-    python bench/fit_overhead.py [--steps 300] [--repeats 5] [--threads 1]
+    python bench/fit_overhead.py [--steps 300] [--repeats 5] [--threads 1] 2>/dev/null | tail -6
 
 The hand loop is the fastest plain one we know: one randperm per epoch, batches
 by index_select, forward, cross-entropy, backward, Adam, and a running loss and
@@ -59,6 +59,13 @@ def fit_loop(x: torch.Tensor, y: torch.Tensor, steps: int, batch: int, verbose: 
     return (time.perf_counter() - start) / steps
 
 
+def per_step(fn, steps: int) -> float:
+    """Seconds per step from the slope between a 2N-step and an N-step run, so fixed
+    per-call costs (building the optimizer state, fit's set-up) cancel out."""
+    short, long = fn(steps), fn(2 * steps)
+    return (long * 2 * steps - short * steps) / steps
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--steps", type=int, default=300)
@@ -71,19 +78,30 @@ def main() -> None:
     (x_np, y_np), _ = mirrorfit.datasets.mnist.load_data()
     x = torch.from_numpy(x_np.reshape(-1, 784).astype(np.float32) / 255.0)
     y = torch.from_numpy(y_np.astype(np.int64))
-    timings: dict[str, list[float]] = {"hand loop": [], "fit verbose=0": [], "fit verbose=2": []}
+    loops = {
+        "hand loop": lambda n: hand_loop(x, y, n, args.batch),
+        "fit verbose=0": lambda n: fit_loop(x, y, n, args.batch, 0),
+        "fit verbose=2": lambda n: fit_loop(x, y, n, args.batch, 2),
+    }
+    timings: dict[str, list[float]] = {name: [] for name in loops}
+    calls: dict[str, list[float]] = {name: [] for name in loops}
     hand_loop(x, y, 20, args.batch)  # warm-up
-    for _ in range(args.repeats):
-        timings["hand loop"].append(hand_loop(x, y, args.steps, args.batch))
-        timings["fit verbose=0"].append(fit_loop(x, y, args.steps, args.batch, 0))
-        timings["fit verbose=2"].append(fit_loop(x, y, args.steps, args.batch, 2))
+    for r in range(args.repeats):
+        names = list(loops) if r % 2 == 0 else list(reversed(loops))  # alternate the order
+        for name in names:
+            timings[name].append(per_step(loops[name], args.steps))
+            calls[name].append(loops[name](args.steps))
     base = statistics.median(timings["hand loop"])
-    print(f"\nMNIST MLP 784-256-256-10, Adam, batch {args.batch}, {args.steps} steps, "
-          f"{args.threads} thread(s), median of {args.repeats} interleaved runs")
-    print(f"{'loop':<16}{'ms/step':>10}{'ratio':>8}")
-    for name, values in timings.items():
-        med = statistics.median(values)
-        print(f"{name:<16}{med * 1e3:>10.3f}{med / base:>8.3f}")
+    base_call = statistics.median(calls["hand loop"])
+    print(f"\nMNIST MLP 784-256-256-10, Adam, batch {args.batch}, {args.threads} thread(s), "
+          f"median of {args.repeats} runs, order alternated")
+    print(f"{'loop':<16}{'ms/step':>10}{'ratio':>8}{'ms/step incl. set-up':>24}{'ratio':>8}")
+    for name in loops:
+        med, call = statistics.median(timings[name]), statistics.median(calls[name])
+        print(f"{name:<16}{med * 1e3:>10.3f}{med / base:>8.3f}"
+              f"{call * 1e3:>24.3f}{call / base_call:>8.3f}")
+    print(f"(ms/step: slope between {2 * args.steps}- and {args.steps}-step runs; "
+          f"incl. set-up: one {args.steps}-step run / {args.steps})")
 
 
 if __name__ == "__main__":
