@@ -90,7 +90,7 @@ def test_get_and_set_weights_round_trip_and_check_shapes():
     model.set_weights([np.ones_like(w) for w in weights])
     assert all((w == 1).all() for w in model.get_weights())
     with pytest.raises(ValueError, match=r"0\.weight has shape \(8, 5\).*\(5, 8\)"):
-        model.set_weights([np.ones((5, 8))] + weights[1:])
+        model.set_weights([np.ones((5, 8)), *weights[1:]])
     with pytest.raises(ValueError, match="expected 4 arrays, received 1"):
         model.set_weights(weights[:1])
 
@@ -311,7 +311,7 @@ def test_a_user_progbar_is_not_doubled(capsys):
 
 
 def test_validation_split_keeps_sample_weight_apart_from_y():
-    x, y = _data(8)
+    x, _ = _data(8)
     with pytest.raises(ValueError, match="sample_weight needs y"):
         _model().fit(x, None, sample_weight=np.ones(8, "float32"), validation_split=0.5,
                      verbose=0)

@@ -17,13 +17,20 @@ from mirrorfit.model import Model
 from mirrorfit.saving import load_model, restore_or_create
 from mirrorfit.seed import set_seed
 from mirrorfit.shims import multi_gpu_model
-from mirrorfit.strategies import MirroredStrategy, OneDeviceStrategy, Strategy, get_strategy
+from mirrorfit.strategies import (
+    MirroredStrategy,
+    MultiWorkerMirroredStrategy,
+    OneDeviceStrategy,
+    Strategy,
+    get_strategy,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
     "MirroredStrategy",
     "Model",
+    "MultiWorkerMirroredStrategy",
     "OneDeviceStrategy",
     "Strategy",
     "__version__",

@@ -139,7 +139,11 @@ class Model:
                               initial_epoch=initial_epoch, steps_per_epoch=steps_per_epoch,
                               validation_freq=validation_freq, seed=trainer.seed)
         self.history = History()
+        if self.strategy.num_replicas_in_sync > 1:  # only the chief prints: its verbose rules
+            verbose = int(self.strategy.broadcast_object(verbose))
         cbs = self._callbacks(callbacks, verbose, epochs, stream, steps_per_epoch)
+        # batch-level logs cost a collective per step: every rank must make the same choice
+        cbs.batch_logs = bool(self.strategy.reduce(float(cbs.batch_logs), "max"))
         self._fit_callbacks = cbs
         self.stop_training = False
         trainer.fit(stream, epochs=epochs, initial_epoch=initial_epoch, callbacks=cbs,
@@ -150,7 +154,7 @@ class Model:
     def _callbacks(self, callbacks: Sequence[Callback] | None, verbose: int, epochs: int,
                    stream: Any, steps_per_epoch: int | None) -> CallbackList:
         extra: list[Callback] = [self.history] if self.history is not None else []
-        if verbose:
+        if verbose and not any(isinstance(cb, ProgbarLogger) for cb in callbacks or []):
             extra.append(ProgbarLogger(verbose))
         params = {"epochs": epochs, "verbose": verbose,
                   "steps": steps_per_epoch or stream.steps_per_epoch(),

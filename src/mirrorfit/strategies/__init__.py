@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 from mirrorfit.strategies.context import get_strategy
-from mirrorfit.strategies.mirrored import MirroredStrategy
+from mirrorfit.strategies.mirrored import MirroredStrategy, MultiWorkerMirroredStrategy
 from mirrorfit.strategies.one_device import OneDeviceStrategy
 from mirrorfit.strategies.strategy import Strategy
 
-__all__ = ["MirroredStrategy", "OneDeviceStrategy", "Strategy", "get_strategy"]
+__all__ = [
+    "MirroredStrategy",
+    "MultiWorkerMirroredStrategy",
+    "OneDeviceStrategy",
+    "Strategy",
+    "get_strategy",
+]

@@ -29,11 +29,11 @@ def init_process_group(env: ClusterEnvironment, backend: str, timeout: timedelta
     store_addr = os.environ.get(STORE_ENV)
     if store_addr:  # started by mirrorfit's launcher: the parent's loopback store
         host, port = store_addr.rsplit(":", 1)
-        base = dist.TCPStore(host, int(port), is_master=False, timeout=timeout)
-        run_id = os.environ.get("TORCHELASTIC_RUN_ID", "run")
-        store = dist.PrefixStore(f"mirrorfit/{run_id}/{env.restart_count}", base)
-        dist.init_process_group(backend, store=store, rank=env.rank,
-                                world_size=env.world_size, timeout=timeout)
+        _join_prefixed(host, int(port), env, backend, timeout)
+    elif env.name == "torchelastic" and os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True":
+        # torchrun's agent store outlives restarts: without a prefix per attempt a new
+        # rank can read the previous attempt's addresses (TORCH-NOTES trap 2)
+        _join_prefixed(env.main_address, env.main_port, env, backend, timeout)
     elif env.name == "torchelastic":
         dist.init_process_group(backend, rank=env.rank, world_size=env.world_size,
                                 timeout=timeout)
@@ -41,6 +41,17 @@ def init_process_group(env: ClusterEnvironment, backend: str, timeout: timedelta
         dist.init_process_group(backend, init_method=f"tcp://{env.main_address}:{env.main_port}",
                                 rank=env.rank, world_size=env.world_size, timeout=timeout)
     _register_teardown()
+
+
+def _join_prefixed(host: str, port: int, env: ClusterEnvironment, backend: str,
+                   timeout: timedelta) -> None:
+    """Join through a client of the store at ``host:port``, under a prefix named after the
+    run and the restart attempt."""
+    base = dist.TCPStore(host, port, is_master=False, timeout=timeout)
+    run_id = os.environ.get("TORCHELASTIC_RUN_ID", "run")
+    store = dist.PrefixStore(f"mirrorfit/{run_id}/{env.restart_count}", base)
+    dist.init_process_group(backend, store=store, rank=env.rank, world_size=env.world_size,
+                            timeout=timeout)
 
 
 def on_teardown(release: Callable[[], None]) -> None:

@@ -40,6 +40,23 @@ def to_device(value: Any, device: torch.device) -> Any:
     return value
 
 
+def match_weights(sw: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """``sw`` shaped to multiply ``values`` sample by sample: ``(n,)`` or ``(n, 1)`` weights
+    (Keras accepts both) broadcast over ``values``' other dims.
+
+    Raises:
+        ValueError: weights whose shape does not fit the per-sample values.
+    """
+    w = sw
+    while w.dim() > values.dim() and w.shape[-1] == 1:
+        w = w.squeeze(-1)
+    if w.dim() > values.dim() or tuple(w.shape) != tuple(values.shape[:w.dim()]):
+        raise ValueError(f"sample_weight of shape {tuple(sw.shape)} does not fit the per-sample "
+                         f"values of shape {tuple(values.shape)}; pass one weight per sample, "
+                         "shape (n,) or (n, 1).")
+    return w.reshape(w.shape + (1,) * (values.dim() - w.dim()))
+
+
 def call_module(module: nn.Module, x: Any) -> Any:
     if isinstance(x, Mapping):
         return module(**x)
@@ -67,7 +84,8 @@ class Steps:
         if per_sample is None:
             raise ValueError("sample_weight needs a loss with per_sample(); use a mirrorfit "
                              "loss or a Keras loss name.")
-        return (per_sample(y_pred, y) * sw.to(torch.float32)).mean()
+        per = per_sample(y_pred, y)
+        return (per * match_weights(sw, per).to(per.dtype)).mean()
 
     def forward_loss(self, module: nn.Module, x: Any, y: Any,
                      sw: torch.Tensor | None) -> tuple[torch.Tensor, Any]:
