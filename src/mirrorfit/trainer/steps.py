@@ -105,7 +105,7 @@ class Steps:
         x, y, sw = to_device(unpack(batch.data), self.device)
         loss, y_pred = self.forward_loss(self.wrapped, x, y, sw)
         scale = batch.size * self.world / (denominator or batch.global_size)
-        (loss * scale).backward()
+        (loss if scale == 1.0 else loss * scale).backward()  # 1.0: one replica, full batch
         if update:
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
