@@ -26,6 +26,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Print a SLURM batch script that runs SCRIPT once per task with srun; "
         "with --submit, write it and submit it with sbatch.",
     )
+    _add_resources(p)
+    _add_job(p)
+    p.add_argument("--gpu", action="store_true", help="the job needs GPUs (checks G > 0)")
+    p.add_argument("--submit", action="store_true", help="submit with sbatch; print the job id")
+    p.add_argument(
+        "--script-file",
+        default=None,
+        metavar="PATH",
+        help="where --submit writes the batch script (default JOB_NAME.sbatch)",
+    )
+    p.add_argument("script", help="the Python script every task runs")
+    p.add_argument("script_args", nargs=argparse.REMAINDER, help="its arguments")
+    p.set_defaults(func=_main)
+
+
+def _add_resources(p: argparse.ArgumentParser) -> None:
+    """What the job asks SLURM for: nodes, tasks, GPUs, cores, time."""
     p.add_argument("--nodes", type=int, default=1, help="nodes (default 1)")
     p.add_argument(
         "--gpus-per-node",
@@ -54,6 +71,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="LIMIT",
         help="time limit: MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS",
     )
+
+
+def _add_job(p: argparse.ArgumentParser) -> None:
+    """How the job is named, logged and warned before its limit."""
     p.add_argument("--partition", default=None)
     p.add_argument("--job-name", default=None, help="default: the script's name")
     p.add_argument(
@@ -77,17 +98,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="send USR1 to the workers S seconds before the limit, so they back up and "
         "requeue the job (default 120; 0: none)",
     )
-    p.add_argument("--gpu", action="store_true", help="the job needs GPUs (checks G > 0)")
-    p.add_argument("--submit", action="store_true", help="submit with sbatch; print the job id")
-    p.add_argument(
-        "--script-file",
-        default=None,
-        metavar="PATH",
-        help="where --submit writes the batch script (default JOB_NAME.sbatch)",
-    )
-    p.add_argument("script", help="the Python script every task runs")
-    p.add_argument("script_args", nargs=argparse.REMAINDER, help="its arguments")
-    p.set_defaults(func=_main)
 
 
 def _options(args: argparse.Namespace) -> SbatchOptions:
