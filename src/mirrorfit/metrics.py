@@ -72,6 +72,9 @@ class Metric:
     def update(self, y_pred: torch.Tensor, y_true: torch.Tensor,
                sample_weight: torch.Tensor | None = None) -> None:
         """Accumulate one batch; a ``(batch,)`` ``sample_weight`` broadcasts over positions."""
+        if not y_pred.requires_grad:  # the trainer passes detached outputs
+            self._accumulate(self.values(y_pred, y_true), sample_weight)
+            return
         with torch.no_grad():
             self._accumulate(self.values(y_pred, y_true), sample_weight)
 

@@ -58,6 +58,8 @@ def match_weights(sw: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
 
 
 def call_module(module: nn.Module, x: Any) -> Any:
+    if isinstance(x, torch.Tensor):  # the common case first
+        return module(x)
     if isinstance(x, Mapping):
         return module(**x)
     if isinstance(x, tuple):
@@ -98,11 +100,18 @@ class Steps:
             explain_step_error(exc, self.module, x, y, y_pred)
             raise
 
+    def inputs(self, batch: LocalBatch) -> tuple[Any, Any, Any]:
+        """(x, y, sample_weight) on this replica's device (sources hold CPU tensors, so a
+        CPU replica has nothing to move)."""
+        if self.device.type == "cpu":
+            return unpack(batch.data)
+        return to_device(unpack(batch.data), self.device)
+
     def train(self, batch: LocalBatch, denominator: int | None = None,
               update: bool = True) -> tuple[torch.Tensor, Any, Any, Any]:
         """Forward, backward (scaled to the global mean over ``denominator`` samples,
         default the global batch) and, if ``update``, the optimizer step."""
-        x, y, sw = to_device(unpack(batch.data), self.device)
+        x, y, sw = self.inputs(batch)
         loss, y_pred = self.forward_loss(self.wrapped, x, y, sw)
         scale = batch.size * self.world / (denominator or batch.global_size)
         (loss if scale == 1.0 else loss * scale).backward()  # 1.0: one replica, full batch
