@@ -20,7 +20,7 @@ from mirrorfit import optimizers as optimizers_mod
 from mirrorfit.callbacks.callback import Callback
 from mirrorfit.callbacks.callback_list import CallbackList
 from mirrorfit.callbacks.history import History
-from mirrorfit.callbacks.progbar_logger import ProgbarLogger
+from mirrorfit.callbacks.progbar_logger import ProgbarLogger, format_logs
 from mirrorfit.model_inputs import fit_streams, stream_for
 from mirrorfit.strategies import consistency, context, process_group
 from mirrorfit.strategies.strategy import Strategy
@@ -139,17 +139,28 @@ class Model:
                               initial_epoch=initial_epoch, steps_per_epoch=steps_per_epoch,
                               validation_freq=validation_freq, seed=trainer.seed)
         self.history = History()
-        if self.strategy.num_replicas_in_sync > 1:  # only the chief prints: its verbose rules
-            verbose = int(self.strategy.broadcast_object(verbose))
         cbs = self._callbacks(callbacks, verbose, epochs, stream, steps_per_epoch)
-        # batch-level logs cost a collective per step: every rank must make the same choice
-        cbs.batch_logs = bool(self.strategy.reduce(float(cbs.batch_logs), "max"))
+        self._agree_on_reporting(cbs)
         self._fit_callbacks = cbs
         self.stop_training = False
         trainer.fit(stream, epochs=epochs, initial_epoch=initial_epoch, callbacks=cbs,
-                    val=(val, validation_freq) if val is not None else None, verbose=verbose,
+                    val=(val, validation_freq) if val is not None else None,
+                    verbose=cbs.params["verbose"],
                     steps_per_epoch=steps_per_epoch)
         return self.history
+
+    def _agree_on_reporting(self, cbs: CallbackList) -> None:
+        """Every rank must make the same collectives: the chief's ``verbose`` rules (only
+        it prints), and batch-level logs are on if any rank's callbacks want them (they
+        cost a collective per step). One gather settles both."""
+        if self.strategy.num_replicas_in_sync < 2:
+            return
+        everyone = self.strategy.all_gather_object((cbs.params["verbose"], cbs.batch_logs))
+        cbs.params["verbose"] = everyone[0][0]
+        cbs.batch_logs = any(wants for _, wants in everyone)
+        for cb in cbs:
+            if isinstance(cb, ProgbarLogger):
+                cb.verbose = everyone[0][0]
 
     def _callbacks(self, callbacks: Sequence[Callback] | None, verbose: int, epochs: int,
                    stream: Any, steps_per_epoch: int | None) -> CallbackList:
@@ -174,11 +185,11 @@ class Model:
         trainer = self._compiled()
         stream = stream_for(self.strategy, x, y, sample_weight, batch_size)
         consistency.check_stream(self.strategy, stream, "evaluate")
-        cbs = CallbackList(callbacks, self, {"verbose": _verbose(verbose)})
-        logs = trainer.evaluate(stream, cbs)
-        if verbose and _verbose(verbose) and self.strategy.is_chief:
-            from mirrorfit.callbacks.progbar_logger import format_logs
-            print(f"{stream.steps_per_epoch()}/{stream.steps_per_epoch()}{format_logs(logs)}")
+        verbose = _verbose(verbose)
+        logs = trainer.evaluate(stream, CallbackList(callbacks, self, {"verbose": verbose}))
+        if verbose and self.strategy.is_chief:
+            steps = stream.steps_per_epoch()
+            print(f"{steps}/{steps}{format_logs(logs)}")
         if return_dict:
             return logs
         values = list(logs.values())

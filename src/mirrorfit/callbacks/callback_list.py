@@ -24,6 +24,7 @@ class CallbackList(Callback):
     def __init__(self, callbacks: Iterable[Callback] | None, model: Model,
                  params: dict[str, Any]) -> None:
         super().__init__()
+        self.params = params
         self.callbacks = list(callbacks or [])
         for cb in self.callbacks:
             if not isinstance(cb, Callback):
