@@ -93,6 +93,7 @@ hist = model.fit(x, y, batch_size=BATCH, epochs=EPOCHS, verbose=0, seed=11,
                  validation_data=(x[:50], y[:50]), callbacks=[Faults(), backup])
 if strategy.is_chief:
     np.savez(cfg["out"], *model.get_weights())
-print("JSON " + json.dumps({"rank": RANK, "attempt": ATTEMPT, "history": hist.history,
-                            "epochs": hist.epoch}), flush=True)
+line = json.dumps({"rank": RANK, "attempt": ATTEMPT, "history": hist.history, "epochs": hist.epoch})
+sys.stdout.write("JSON " + line + "\n")  # one write: lines of workers never interleave
+sys.stdout.flush()
 '''

@@ -28,7 +28,8 @@ RANK = strategy.rank
 RESTART = os.environ.get("SLURM_RESTART_COUNT", "0")
 SLOW = bool(cfg.get("slow")) and RESTART == "0"
 STEPS, EPOCHS = 60, 2
-print(f"START rank={RANK} SLURM_RESTART_COUNT={RESTART}", flush=True)
+sys.stdout.write(f"START rank={RANK} SLURM_RESTART_COUNT={RESTART}\n")  # one write per line
+sys.stdout.flush()
 with open(os.path.join(cfg["dir"], f"pid.{RANK}"), "w") as f:
     f.write(str(os.getpid()))
 
@@ -46,7 +47,8 @@ class Pace(Callback):
 
     def on_preemption(self):
         trainer = self.model._compiled()
-        print(f"PREEMPTED rank={RANK} epoch={trainer.epoch} step={trainer.step}", flush=True)
+        sys.stdout.write(f"PREEMPTED rank={RANK} epoch={trainer.epoch} step={trainer.step}\n")
+        sys.stdout.flush()
         return False  # saved nothing itself
 
 

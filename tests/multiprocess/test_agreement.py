@@ -105,6 +105,7 @@ def test_predict_on_pipelines_returns_iteration_order(results):
 
 RESTART = r'''
 import os
+import sys
 import torch
 import mirrorfit
 
@@ -115,7 +116,8 @@ strategy.all_reduce(t)
 if attempt == 0 and strategy.rank == 1:
     os._exit(3)
 strategy.barrier()
-print(f"attempt {attempt} rank {strategy.rank} sum {t.item():.0f}", flush=True)
+sys.stdout.write(f"attempt {attempt} rank {strategy.rank} sum {t.item():.0f}\n")
+sys.stdout.flush()
 '''
 
 

@@ -39,13 +39,14 @@ WORKER = textwrap.dedent(
     )
     total = torch.tensor([float(env.rank + 1)])
     dist.all_reduce(total)
-    print("RESULT " + json.dumps({
+    sys.stdout.write("RESULT " + json.dumps({
         "rank": env.rank, "world": env.world_size, "local": env.local_rank,
         "local_world": env.local_world_size, "node": env.node_rank,
         "restarts": env.restart_count, "port": env.main_port, "sum": total.item(),
         "omp": os.environ.get("OMP_NUM_THREADS"), "extra": os.environ.get("MF_EXTRA"),
         "argv": sys.argv[1:],
-    }), flush=True)
+    }) + "\n")  # one write: lines of two tasks never interleave
+    sys.stdout.flush()
     # TORCH-NOTES trap 1: free tensors, sync, then destroy, or gloo may abort at exit
     del total
     gc.collect()
@@ -135,7 +136,7 @@ REQUEUE_WORKER = textwrap.dedent(
 
     env = SlurmEnvironment()
     env.validate()
-    print(f"START rank={env.rank} restart={env.restart_count}", flush=True)
+    sys.stdout.write(f"START rank={env.rank} restart={env.restart_count}\n"); sys.stdout.flush()
     if env.restart_count > 0:
         sys.exit(0)
 
@@ -145,7 +146,7 @@ REQUEUE_WORKER = textwrap.dedent(
         sys.exit(0)
 
     signal.signal(signal.SIGUSR1, on_usr1)
-    print(f"READY rank={env.rank}", flush=True)
+    sys.stdout.write(f"READY rank={env.rank}\n"); sys.stdout.flush()
     time.sleep(120)
     """
 )
