@@ -1,23 +1,30 @@
 """Scaling efficiency: 2 CPU workers against 1, one thread each, with Model.fit.
 
-    python bench/scaling.py [--repeats 3] [--models mlp cnn]
+    python bench/scaling.py [--repeats 5] [--models mlp cnn cnn-large]
 
 Each run is a fresh ``MirroredStrategy(devices=n)`` job that trains with the same
 **per-replica** batch (the global batch grows with the replicas, as in
 ``batch_size = 64 * strategy.num_replicas_in_sync``). After a warm-up fit, one
-timed fit runs between two barriers; runs alternate 1, 2, 1, 2… so machine
-noise hits both. Prints samples/s (median of the repeats) and the scaling
-efficiency, samples/s with 2 / (2 × samples/s with 1), and the load average
-before and after (other processes on the cores lower the 2-worker figure).
+timed fit runs between two barriers. Three kinds of run alternate, so machine
+noise hits all of them:
+
+- ``1 worker``: one replica;
+- ``2 workers``: two replicas, gradients all-reduced by DDP over gloo;
+- ``2 alone``: two independent 1-replica jobs at the same time (no communication,
+  started together through a file barrier): what this host gives two processes,
+  the ceiling for any data-parallel library here.
+
+Printed (medians of the repeats): samples/s of each, the scaling efficiency
+``2 workers / (2 x 1 worker)``, the host ceiling ``2 alone / (2 x 1 worker)``, and
+``2 workers / 2 alone``, the share of the ceiling that mirrorfit reaches.
 
 - mlp: 784-256-256-10 (the seed example), Adam, 64 per replica: little compute
   per step, so the all-reduce and the per-step overhead weigh more;
-- cnn: the PyTorch MNIST CNN (2 convolutions 32/64, 9216-128-10, no dropout),
-  SGD, 128 per replica: compute-heavy (about 0.17 s per step on one core).
-
-The 2 workers need both cores of a 2-core host: any other busy process slows
-them far more than the 1-worker run, so the best of the repeats is printed
-next to the median.
+- cnn: Keras's "simple MNIST convnet" (conv 32, pool, conv 64, pool, dropout,
+  1600-10; 34,826 parameters), SGD, 128 per replica: compute-heavy;
+- cnn-large: the PyTorch MNIST example CNN (conv 32/64, 9216-128-10;
+  1,199,882 parameters), SGD, 128 per replica: compute-heavy, and 4.8 MB of
+  gradients to all-reduce per step.
 """
 
 from __future__ import annotations
@@ -28,9 +35,14 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
-MODELS = {"mlp": {"steps": 300, "batch": 64}, "cnn": {"steps": 20, "batch": 128}}
+MODELS = {"mlp": {"steps": 300, "batch": 64},
+          "cnn": {"steps": 60, "batch": 128},
+          "cnn-large": {"steps": 30, "batch": 128}}
+KINDS = ("1 worker", "2 workers", "2 alone")
 
 
 def build(name: str):  # type: ignore[no-untyped-def]
@@ -39,9 +51,21 @@ def build(name: str):  # type: ignore[no-untyped-def]
     if name == "mlp":
         return nn.Sequential(nn.Flatten(), nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 256),
                              nn.ReLU(), nn.Linear(256, 10))
+    if name == "cnn":
+        return nn.Sequential(nn.Conv2d(1, 32, 3), nn.ReLU(), nn.MaxPool2d(2),
+                             nn.Conv2d(32, 64, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                             nn.Dropout(0.5), nn.Linear(1600, 10))
     return nn.Sequential(nn.Conv2d(1, 32, 3), nn.ReLU(), nn.Conv2d(32, 64, 3), nn.ReLU(),
                          nn.MaxPool2d(2), nn.Flatten(), nn.Linear(9216, 128), nn.ReLU(),
                          nn.Linear(128, 10))
+
+
+def file_barrier(spec: str) -> None:
+    """``dir:count``: mark this process ready, wait until ``count`` are."""
+    folder, count = spec.rsplit(":", 1)
+    Path(folder, str(os.getpid())).touch()
+    while len(os.listdir(folder)) < int(count):
+        time.sleep(0.001)
 
 
 def child(name: str, replicas: int, per_replica: int) -> None:
@@ -65,33 +89,48 @@ def child(name: str, replicas: int, per_replica: int) -> None:
                       mirrorfit.losses.SparseCategoricalCrossentropy(from_logits=True),
                       ["accuracy"])
     model.fit(x[:batch * 5], y[:batch * 5], batch_size=batch, verbose=0, seed=0)  # warm-up
+    if os.environ.get("BENCH_BARRIER"):
+        file_barrier(os.environ["BENCH_BARRIER"])
     strategy.barrier()
     start = time.perf_counter()
     model.fit(x, y, batch_size=batch, epochs=1, verbose=0, seed=0)
     strategy.barrier()
     seconds = time.perf_counter() - start
     if strategy.is_chief:
-        print("RESULT " + json.dumps({"samples_per_s": n / seconds, "seconds": seconds}),
-              flush=True)
+        sys.stdout.write("RESULT " + json.dumps({"samples_per_s": n / seconds}) + "\n")
 
 
-def measure(name: str, replicas: int, per_replica: int) -> float:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MIRRORFIT_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, __file__, "--child", name, str(replicas),
-                           str(per_replica)],
-                          capture_output=True, text=True, env=env, timeout=600)
+def start(name: str, replicas: int, per_replica: int, barrier: str = "") -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MIRRORFIT_NUM_THREADS": "1",
+           "BENCH_BARRIER": barrier}
+    return subprocess.Popen([sys.executable, __file__, "--child", name, str(replicas),
+                             str(per_replica)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+
+
+def result(proc: subprocess.Popen) -> float:
+    out, err = proc.communicate(timeout=600)
     if proc.returncode != 0:
-        raise RuntimeError(f"{name} with {replicas} replicas failed:\n{proc.stderr[-3000:]}")
-    line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT "))
+        raise RuntimeError(f"a benchmark job failed:\n{err[-3000:]}")
+    line = next(ln for ln in out.splitlines() if ln.startswith("RESULT "))
     return float(json.loads(line[7:])["samples_per_s"])
+
+
+def measure(kind: str, name: str, per_replica: int) -> float:
+    """Samples/s of one run of ``kind`` (both jobs together for "2 alone")."""
+    if kind != "2 alone":
+        return result(start(name, 1 if kind == "1 worker" else 2, per_replica))
+    with tempfile.TemporaryDirectory() as folder:
+        procs = [start(name, 1, per_replica, f"{folder}:2") for _ in range(2)]
+        return sum(result(p) for p in procs)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     parser.add_argument("--batch", type=int, default=None,
-                        help="per-replica batch for every model (default: mlp 64, cnn 128)")
+                        help="per-replica batch for every model (default: mlp 64, cnns 128)")
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -101,21 +140,23 @@ def main() -> None:
     rows = []
     for name in args.models:
         batch = args.batch or MODELS[name]["batch"]
-        rates: dict[int, list[float]] = {1: [], 2: []}
-        for _ in range(args.repeats):
-            for replicas in (1, 2):
-                rates[replicas].append(measure(name, replicas, batch))
-        one, two = statistics.median(rates[1]), statistics.median(rates[2])
-        best = max(rates[2]) / (2 * max(rates[1]))
-        rows.append((name, batch, one, two, two / (2 * one), best))
+        rates: dict[str, list[float]] = {k: [] for k in KINDS}
+        for r in range(args.repeats):
+            for kind in KINDS[r % 3:] + KINDS[:r % 3]:  # rotate the order
+                rates[kind].append(measure(kind, name, batch))
+        one, two, alone = (statistics.median(rates[k]) for k in KINDS)
+        rows.append((name, batch, one, two, alone))
     load_after = os.getloadavg()
-    print(f"\nModel.fit, 1 thread per worker, median of {args.repeats} alternating runs; "
+    print(f"\nModel.fit, 1 thread per worker, medians of {args.repeats} rotating runs; "
           f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f} "
           f"({os.cpu_count()} cores)")
-    print(f"{'model':<6}{'batch/replica':>14}{'1 worker sps':>14}{'2 workers sps':>15}"
-          f"{'efficiency':>12}{'best-of':>9}")
-    for name, batch, one, two, eff, best in rows:
-        print(f"{name:<6}{batch:>14}{one:>14.0f}{two:>15.0f}{eff:>12.2f}{best:>9.2f}")
+    print(f"{'model':<10}{'batch/replica':>14}{'1 worker':>10}{'2 workers':>11}{'2 alone':>9}"
+          f"{'efficiency':>12}{'host ceiling':>14}{'of ceiling':>12}")
+    for name, batch, one, two, alone in rows:
+        print(f"{name:<10}{batch:>14}{one:>10.0f}{two:>11.0f}{alone:>9.0f}"
+              f"{two / (2 * one):>12.2f}{alone / (2 * one):>14.2f}{two / alone:>12.2f}")
+    print("(samples/s; efficiency = 2 workers / (2 x 1 worker); host ceiling = 2 alone / "
+          "(2 x 1 worker); of ceiling = 2 workers / 2 alone)")
 
 
 if __name__ == "__main__":

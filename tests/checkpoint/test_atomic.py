@@ -85,3 +85,14 @@ def test_atomic_write_replaces_and_creates_directories(tmp_path):
     assert os.listdir(path.parent) == ["f.bin"]
     assert atomic.temp_path(path).parent == path.parent  # same directory: rename is atomic
     assert atomic.remove(path) and not atomic.remove(path)
+
+
+@pytest.mark.parametrize("depth", [0, 2])
+def test_a_file_where_a_folder_is_needed_is_named_and_nothing_is_written(tmp_path, depth):
+    blocker = tmp_path / "runs"
+    blocker.write_text("a file, not a folder")
+    target = blocker.joinpath(*["sub"] * depth, "ckpt.pt")
+    with pytest.raises(NotADirectoryError, match=r"'.*runs' is a file, not a directory"):
+        atomic.atomic_save({"w": torch.ones(2)}, target)
+    assert blocker.read_text() == "a file, not a folder"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["runs"]

@@ -44,6 +44,22 @@ def fsync_dir(directory: str | os.PathLike[str]) -> None:
         os.close(fd)
 
 
+def make_parent(target: Path) -> None:
+    """Create ``target``'s directory; a file in the way is named in the error.
+
+    Raises:
+        NotADirectoryError: an existing file stands where a directory is needed.
+    """
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        blocker = next((p for p in [target.parent, *target.parent.parents]
+                        if p.exists() and not p.is_dir()), target.parent)
+        raise NotADirectoryError(
+            f"Cannot write {str(target)!r}: {str(blocker)!r} is a file, not a directory. "
+            "Pass a path whose folders are directories, or move that file away.") from None
+
+
 def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], Any]) -> Path:
     """Create or replace ``path`` atomically with what ``write(fp)`` writes.
 
@@ -59,7 +75,7 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], Any]
         removed and the previous ``path`` (if any) is left untouched.
     """
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    make_parent(target)
     tmp = temp_path(target)
     try:
         with open(tmp, "wb") as fp:
