@@ -4,7 +4,8 @@ restart automatically, resume on another replica count.
 Every run trains the same job (``jobs.JOB``: 203 samples, global batch 20, 11
 steps per epoch, 3 epochs, Adam, a backup every 4 steps). Launches are grouped:
 two references, one 2-worker run that is killed twice and restarts itself, and
-one interrupted run per replica count whose backup is resumed on the other.
+one interrupted run per replica count whose backup is resumed on another
+(1 -> 2, 2 -> 1, 2 -> 4).
 """
 
 from __future__ import annotations
@@ -145,13 +146,28 @@ def test_single_process_kill_9_resumes_bit_for_bit_and_on_two_workers(tmp, ref_o
     assert _close(two.weights(), ref_one), f"k={k}"
 
 
-def test_two_workers_killed_without_restarts_resume_on_one_process(tmp, ref_one):
+def test_two_workers_killed_without_restarts_resume_on_one_process_and_on_four(tmp, ref_one):
+    """2 workers killed after step k; the backup resumes in 1 process and, copied, in 4
+    workers (the last global batch of 3 leaves one of the 4 shares empty)."""
     k = RNG.randint(5, 30)
     job = Job(tmp, "two-to-one", devices=2, kills=[{"attempt": 0, "rank": 1, "step": k,
                                                     "how": "kill"}])
     failed = job.run()
     assert failed.returncode != 0
     assert "worker rank 1 was killed by SIGKILL" in failed.stderr
+    shutil.copytree(tmp / "backup-two-to-one", tmp / "backup-two-to-four")
     res = _ok(job.run(devices=1, run=1))
     assert "(saved by 2 worker(s), now 1)" in res.stdout
     assert _close(job.weights(), ref_one), f"k={k}"
+    four = Job(tmp, "two-to-four", devices=4)
+    res = _ok(four.run(timeout=240))
+    assert "(saved by 2 worker(s), now 4)" in res.stdout
+    assert _close(four.weights(), ref_one), f"k={k}"
+    # each epoch's last global batch holds 3 samples: rank 3's share is empty, and its
+    # forward on a weightless stand-in sample is not training on a sample
+    rows = four.rows([0, 1, 2]) + [r for r in four.rows([3]) if r[1] % STEPS != STEPS - 1]
+    starts, epochs = _effective_epochs(rows)
+    start = (k - 1) // SAVE_FREQ * SAVE_FREQ
+    assert starts == {0: start}, f"k={k}"
+    assert {e: v for e, v in epochs.items() if e > start // STEPS} == {
+        e: list(range(N)) for e in range(start // STEPS + 1, EPOCHS)}, f"k={k}"
