@@ -1,21 +1,34 @@
 """fit() against a hand-written PyTorch loop: same model, data, optimizer and thread
-count, in one process, runs paired and interleaved so machine noise hits both.
+count, in one process.
 
-    python bench/fit_overhead.py [--steps 300] [--repeats 15] [--threads 1] 2>/dev/null
+    python bench/fit_overhead.py [--steps 300] [--repeats 10] [--threads 1] 2>/dev/null
 
 The hand loop is the fastest plain one we know: one randperm per epoch, batches
 by index_select, forward, cross-entropy, backward, Adam, and a running loss and
-accuracy (what a loop that logs keeps). Both loops are timed from step
-``--warmup`` to the end (allocations of the first steps excluded; for fit, by a
-callback), so the figure is the cost per step. Prints ms/step and the median of
-the per-pair ratios fit/hand (goal: <= 1.02).
+accuracy (what a loop that logs keeps). Steps before ``--warmup`` are not timed.
+
+Two ways of timing, both printed, each a median over ``--repeats`` runs:
+
+- **lockstep**: fit runs, and after each of its steps a callback runs one step of
+  the hand loop on a twin module (same weights, its own Adam), timing it. fit's
+  own time is the rest of the step period. Both loops thus share every
+  millisecond of machine speed, which on a shared VM drifts by 10-30% within
+  seconds. The twins swap roles every other run, so where a module happens to
+  sit in memory (worth ~2% here) favours neither loop.
+- **paired runs**: whole runs of each loop, one after the other, order
+  alternated; the ratio of each pair. Simpler, but a drift between the two runs
+  of a pair moves the ratio.
+
+Goal: fit <= 1.02x the hand loop per step.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -30,66 +43,126 @@ def build() -> nn.Module:
                          nn.Linear(256, 10))
 
 
-# Both loops train the *same* module object, reset to the same initial weights before
-# each run, with a fresh Adam each time: fresh modules per run land at different places
+# The loops train the same module objects run after run, reset to the same initial
+# weights with a fresh Adam each time: fresh modules per run land at different places
 # in memory, and that alone moved the per-step time by ~2% on the development VM.
-_MODULE = build()
-_INITIAL = {k: v.clone() for k, v in _MODULE.state_dict().items()}
+_TWINS = (build(), build())
+_INITIAL = {k: v.clone() for k, v in _TWINS[0].state_dict().items()}
 
 
-def fresh_module() -> nn.Module:
-    _MODULE.load_state_dict(_INITIAL)
-    return _MODULE
+def fresh(i: int = 0) -> nn.Module:
+    _TWINS[i].load_state_dict(_INITIAL)
+    return _TWINS[i]
 
 
-def hand_loop(x: torch.Tensor, y: torch.Tensor, steps: int, batch: int, warmup: int) -> float:
-    module = fresh_module()
-    opt = torch.optim.Adam(module.parameters(), lr=1e-3, eps=1e-7)
-    loss_sum = torch.zeros((), dtype=torch.float64)
-    correct = torch.zeros((), dtype=torch.float64)
-    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
+class HandLoop:
+    """The hand-written loop, one ``step()`` at a time."""
+
+    def __init__(self, module: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int) -> None:
+        self.module, self.x, self.y, self.batch = module, x, y, batch
+        self.opt = torch.optim.Adam(module.parameters(), lr=1e-3, eps=1e-7)
+        self.loss_sum = torch.zeros((), dtype=torch.float64)
+        self.correct = torch.zeros((), dtype=torch.float64)
+        self.order = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
+        self.i = 0
+
+    def step(self) -> None:
+        idx = self.order[self.i * self.batch:(self.i + 1) * self.batch]
+        self.i += 1
+        xb, yb = self.x.index_select(0, idx), self.y.index_select(0, idx)
+        out = self.module(xb)
+        loss = nn.functional.cross_entropy(out, yb)
+        loss.backward()
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+        self.loss_sum += loss.detach() * len(idx)
+        self.correct += (out.detach().argmax(1) == yb).sum()
+
+    def finish(self) -> None:
+        _ = float(self.loss_sum) + float(self.correct)  # what a logging loop prints
+
+
+def hand_loop(x: torch.Tensor, y: torch.Tensor, steps: int, batch: int,
+              warmup: int) -> float:
+    """Seconds per step of a whole hand-loop run."""
+    loop = HandLoop(fresh(), x, y, batch)
     start = 0.0
     for i in range(steps):
         if i == warmup:
             start = time.perf_counter()
-        idx = order[i * batch:(i + 1) * batch]
-        xb, yb = x.index_select(0, idx), y.index_select(0, idx)
-        out = module(xb)
-        loss = nn.functional.cross_entropy(out, yb)
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        loss_sum += loss.detach() * len(idx)
-        correct += (out.detach().argmax(1) == yb).sum()
-    _ = float(loss_sum) + float(correct)
+        loop.step()
+    loop.finish()
     return (time.perf_counter() - start) / (steps - warmup)
 
 
 class _Clock(mirrorfit.callbacks.Callback):
-    """Starts the clock at the beginning of step ``warmup``, stops it when fit ends."""
+    """The time at each step's start and at the end of fit. With ``twin``, every
+    ``block`` steps, ``block`` twin steps run first, timed apart. Only these two hooks:
+    a callback with ``on_train_batch_end`` asks fit for every step's global logs."""
 
-    def __init__(self, warmup: int) -> None:
+    def __init__(self, twin: Callable[[], None] | None = None, block: int = 10) -> None:
         super().__init__()
-        self.warmup, self.start, self.stop = warmup, 0.0, 0.0
+        self.twin, self.block = twin, block
+        self.stamps: list[float] = []
+        self.twin_seconds: list[float] = []  # one entry per block
 
     def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
-        if batch == self.warmup:
-            self.start = time.perf_counter()
+        if self.twin is not None and batch > 0 and batch % self.block == 0:
+            start = time.perf_counter()
+            for _ in range(self.block):
+                self.twin()
+            self.twin_seconds.append(time.perf_counter() - start)
+        self.stamps.append(time.perf_counter())
 
     def on_train_end(self, logs: dict | None = None) -> None:
-        self.stop = time.perf_counter()
+        self.stamps.append(time.perf_counter())
+
+
+def run_fit(module: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int, batch: int,
+            verbose: int, clock: _Clock) -> None:
+    model = mirrorfit.Model(module)
+    model.compile("adam", mirrorfit.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  ["accuracy"])
+    n = steps * batch
+    model.fit(x[:n], y[:n], batch_size=batch, epochs=1, verbose=verbose, seed=0,
+              callbacks=[clock])
+
+
+def run_hand(module: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int, batch: int,
+             verbose: int, clock: _Clock) -> None:
+    """The hand loop driven like fit (same clock hooks): the A/A check of lockstep."""
+    loop = HandLoop(module, x, y, batch)
+    for i in range(steps):
+        clock.on_train_batch_begin(i)
+        loop.step()
+    loop.finish()
+    clock.on_train_end()
 
 
 def fit_loop(x: torch.Tensor, y: torch.Tensor, steps: int, batch: int, warmup: int,
              verbose: int) -> float:
-    model = mirrorfit.Model(fresh_module())
-    model.compile("adam", mirrorfit.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  ["accuracy"])
-    clock = _Clock(warmup)
-    n = steps * batch
-    model.fit(x[:n], y[:n], batch_size=batch, epochs=1, verbose=verbose, seed=0,
-              callbacks=[clock])
-    return (clock.stop - clock.start) / (steps - warmup)
+    """Seconds per step of a whole fit run."""
+    clock = _Clock()
+    run_fit(fresh(), x, y, steps, batch, verbose, clock)
+    return (clock.stamps[-1] - clock.stamps[warmup]) / (steps - warmup)
+
+
+def lockstep(x: torch.Tensor, y: torch.Tensor, steps: int, batch: int, warmup: int,
+             verbose: int, fit_twin: int, block: int = 10,
+             driver: Callable[..., None] = run_fit) -> float:
+    """fit's time per step over the hand loop's, the two taking turns every ``block``
+    steps (see the module docstring)."""
+    if warmup % block or steps % block:
+        raise ValueError(f"warmup={warmup} and steps={steps} must be multiples of {block}")
+    hand = HandLoop(fresh(1 - fit_twin), x, y, batch)
+    clock = _Clock(hand.step, block)
+    driver(fresh(fit_twin), x, y, steps, batch, verbose, clock)
+    hand.finish()
+    # from the stamp of step `warmup` to the end: fit's steps warmup..steps-1, and the
+    # twin's blocks run before fit's steps warmup+block, warmup+2*block, ...
+    hand_blocks = clock.twin_seconds[warmup // block:]
+    fit_seconds = clock.stamps[-1] - clock.stamps[warmup] - sum(hand_blocks)
+    return (fit_seconds / (steps - warmup)) / (sum(hand_blocks) / (len(hand_blocks) * block))
 
 
 def main() -> None:
@@ -97,7 +170,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     mirrorfit.OneDeviceStrategy("cpu")  # the default strategy's CPU settings, for both loops
@@ -105,25 +178,38 @@ def main() -> None:
     (x_np, y_np), _ = mirrorfit.datasets.mnist.load_data()
     x = torch.from_numpy(x_np.reshape(-1, 784).astype(np.float32) / 255.0)
     y = torch.from_numpy(y_np.astype(np.int64))
-    a = (args.steps, args.batch, args.warmup)
-    loops = {
-        "hand loop": lambda: hand_loop(x, y, *a),
-        "fit verbose=0": lambda: fit_loop(x, y, *a, verbose=0),
-        "fit verbose=2": lambda: fit_loop(x, y, *a, verbose=2),
-    }
-    times: dict[str, list[float]] = {name: [] for name in loops}
+    a = (x, y, args.steps, args.batch, args.warmup)
     hand_loop(x, y, 40, args.batch, 20)  # warm-up
-    for r in range(args.repeats):
-        names = list(loops) if r % 2 == 0 else list(reversed(loops))  # alternate the order
-        for name in names:
-            times[name].append(loops[name]())
+    same = [lockstep(*a, 0, r % 2, driver=run_hand) for r in range(args.repeats)]
+    rows = []
+    for verbose in (0, 2):
+        locked = [lockstep(*a, verbose, r % 2) for r in range(args.repeats)]
+        paired = []
+        for r in range(args.repeats):
+            first, second = (hand_loop, fit_loop) if r % 2 == 0 else (fit_loop, hand_loop)
+            t1 = first(*a) if first is hand_loop else first(*a, verbose)
+            t2 = second(*a) if second is hand_loop else second(*a, verbose)
+            paired.append((t1, t2) if first is hand_loop else (t2, t1))
+        rows.append((verbose, locked, paired))
+    report(args, rows, same)
+
+
+def report(args: argparse.Namespace, rows: list, same: list[float]) -> None:  # type: ignore[type-arg]
     print(f"\nMNIST MLP 784-256-256-10, Adam, batch {args.batch}, {args.threads} thread(s), "
-          f"steps {args.warmup}..{args.steps} timed, {args.repeats} paired runs, order alternated")
-    print(f"{'loop':<16}{'ms/step':>10}{'ratio (median of pairs)':>26}")
-    for name in loops:
-        ratios = [t / h for t, h in zip(times[name], times["hand loop"], strict=True)]
-        print(f"{name:<16}{statistics.median(times[name]) * 1e3:>10.3f}"
-              f"{statistics.median(ratios):>26.3f}")
+          f"steps {args.warmup}..{args.steps} timed, {args.repeats} runs each, "
+          f"load average {os.getloadavg()[0]:.2f}")
+    print(f"{'fit':<12}{'lockstep ratio':>16}{'(min-max)':>14}{'paired ratio':>14}"
+          f"{'hand ms/step':>14}{'fit ms/step':>13}")
+    for verbose, locked, paired in rows:
+        ratios = [f / h for h, f in paired]
+        print(f"{'verbose=' + str(verbose):<12}{statistics.median(locked):>16.3f}"
+              f"{f'{min(locked):.3f}-{max(locked):.3f}':>14}{statistics.median(ratios):>14.3f}"
+              f"{statistics.median(h for h, _ in paired) * 1e3:>14.3f}"
+              f"{statistics.median(f for _, f in paired) * 1e3:>13.3f}")
+    print(f"{'A/A check':<12}{statistics.median(same):>16.3f}"
+          f"{f'{min(same):.3f}-{max(same):.3f}':>14}")
+    print("(ratios: fit / hand loop per step; goal <= 1.02. A/A check: the hand loop in\n"
+          " fit's place; 1.000 shows that lockstep favours neither side)")
 
 
 if __name__ == "__main__":

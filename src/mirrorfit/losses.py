@@ -114,13 +114,17 @@ class SparseCategoricalCrossentropy(Loss):
         self.from_logits = from_logits
 
     def __call__(self, y_pred: torch.Tensor, y_true: torch.Tensor) -> torch.Tensor:
-        # the common case in one fused kernel (same value as the mean of per_sample)
-        if (self.from_logits and y_pred.ndim == 2 and y_true.ndim == 1
-                and y_pred.shape[0] == y_true.shape[0] > 0 and not y_true.is_floating_point()):
+        # the common case in one fused kernel (same value as the mean of per_sample); an
+        # empty batch, whose mean of nothing is not NaN there, and a batch-size mismatch
+        # (ValueError) take the general path, which names the shapes
+        if (self.from_logits and y_true.ndim == 1 and y_pred.ndim == 2 and len(y_true)
+                and not y_true.is_floating_point()):
             try:
                 return F.cross_entropy(y_pred, y_true)
             except (IndexError, RuntimeError) as exc:
                 raise _label_error(y_true, y_pred.shape[-1], exc) from None
+            except ValueError:
+                pass
         return super().__call__(y_pred, y_true)
 
     def per_sample(self, y_pred: torch.Tensor, y_true: torch.Tensor) -> torch.Tensor:

@@ -101,11 +101,12 @@ class IndexedBatches:
             yield self._share(global_idx)
 
     def _share(self, global_idx: torch.Tensor) -> LocalBatch:
-        start, stop = share_bounds(len(global_idx), self.replica)
-        local_idx = global_idx[start:stop]
-        if len(local_idx) == 0:  # empty share: one dummy sample, weighted 0 by the trainer
-            return LocalBatch(self.source.fetch(global_idx[:1]), 0, len(global_idx), local_idx)
-        return LocalBatch(self.source.fetch(local_idx), len(local_idx), len(global_idx), local_idx)
+        n = len(global_idx)
+        start, stop = share_bounds(n, self.replica)
+        local_idx = global_idx if stop - start == n else global_idx[start:stop]
+        if start == stop:  # empty share: one dummy sample, weighted 0 by the trainer
+            return LocalBatch(self.source.fetch(global_idx[:1]), 0, n, local_idx)
+        return LocalBatch(self.source.fetch(local_idx), stop - start, n, local_idx)
 
     def state_dict(self) -> dict[str, Any]:
         return {"seed": self.seed, "shuffle": self.shuffle, "batch_size": self.batch_size}

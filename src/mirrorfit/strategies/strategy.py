@@ -127,6 +127,8 @@ class Strategy:
         """The global sum/mean/max/min of a per-replica number or tensor."""
         if op not in ("sum", "mean", "max", "min"):
             raise ValueError(f"op must be 'sum', 'mean', 'max' or 'min'; received {op!r}.")
+        if not self.distributed:  # one replica: every op is the identity
+            return value.detach().clone() if isinstance(value, torch.Tensor) else float(value)
         if isinstance(value, torch.Tensor):
             t = value.detach().clone()
         else:

@@ -24,6 +24,12 @@ class Tracker:
         self.metrics = [metrics_mod.get(m) for m in metrics]
         self.strategy = strategy
         self.prefix = prefix
+        # metrics that keep Metric's update: after one checked update per reset, the
+        # hot path skips the device, kind and dtype checks (see Metric._add)
+        self._plain = all(type(m).update is metrics_mod.Metric.update
+                          and type(m)._accumulate is metrics_mod.Metric._accumulate
+                          for m in self.metrics)
+        self._hot = False
 
     def all(self) -> list[Any]:
         return [self.loss, *self.metrics]
@@ -31,15 +37,27 @@ class Tracker:
     def reset(self) -> None:
         for m in self.all():
             m.reset()
+        self._hot = False
 
     def update(self, loss_mean: torch.Tensor, y_pred: Any, y_true: Any, n: int,
                sample_weight: torch.Tensor | None = None) -> None:
+        """Add one batch: ``loss_mean`` over its ``n`` samples, and the metrics."""
+        if self._hot and sample_weight is None:
+            self.loss._add_sum(loss_mean * n, n)
+            for m in self.metrics:
+                m._add(m._hot_values(y_pred, y_true))
+            return
         self.loss.update_value(loss_mean * n, n)
         for m in self.metrics:
             m.update(y_pred, y_true, sample_weight)
+        self._hot = (self._plain and sample_weight is None and isinstance(y_pred, torch.Tensor)
+                     and not y_pred.requires_grad and y_pred.device.type != "mps"
+                     and loss_mean.device == y_pred.device)
 
     def result(self) -> dict[str, float]:
         """Global values: one all-reduce of every state (call on every replica)."""
+        if not self.strategy.distributed:
+            return {self.prefix + m.name: float(m.result()) for m in self.all()}
         states = [m.state for m in self.all()]
         sizes = [s.numel() for s in states]
         flat = torch.cat([s.detach().to(torch.float64).cpu() for s in states])
@@ -58,6 +76,7 @@ class Tracker:
         return {m.name: m.state.detach().cpu().clone() for m in self.all()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._hot = False  # the states come from a file, on the CPU
         for m in self.all():
             if m.name in state:
                 m.set_state(state[m.name].clone())
