@@ -1,0 +1,61 @@
+"""The trainer's metric tracker: the unchecked hot path gives the checked path's values."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import mirrorfit
+from mirrorfit.trainer.tracker import Tracker
+
+
+def _batches(seed: int, n: int = 5):
+    g = torch.Generator().manual_seed(seed)
+    for size in (7, 5, 8, 3, 6)[:n]:
+        yield torch.randn(size, 4, generator=g), torch.randint(0, 4, (size,), generator=g)
+
+
+def test_hot_path_matches_numpy_and_is_rechecked_after_reset_and_load() -> None:
+    tracker = Tracker(["accuracy", "sparse_top_k_categorical_accuracy"],
+                      mirrorfit.OneDeviceStrategy("cpu"))
+    losses, hits, top, total = 0.0, 0, 0, 0
+    for i, (pred, y) in enumerate(_batches(0)):
+        loss = torch.tensor(0.1 * (i + 1))
+        tracker.update(loss, pred, y, len(y))
+        assert tracker._hot  # every update after the first skips the checks
+        losses += 0.1 * (i + 1) * len(y)
+        hits += int((pred.argmax(1) == y).sum())
+        top += len(y)  # k=5 >= 4 classes: every label is in the top k
+        total += len(y)
+    logs = tracker.result()
+    assert logs["accuracy"] == hits / total
+    assert logs["sparse_top_k_categorical_accuracy"] == top / total == 1.0
+    np.testing.assert_allclose(logs["loss"], losses / total, rtol=1e-6)
+    state = tracker.state_dict()
+    tracker.reset()
+    assert not tracker._hot
+    tracker.load_state_dict(state)
+    assert not tracker._hot and tracker.result() == logs
+
+
+def test_hot_path_still_squeezes_and_refuses_label_shapes() -> None:
+    tracker = Tracker(["accuracy"], mirrorfit.OneDeviceStrategy("cpu"))
+    pred, y = next(_batches(1))
+    tracker.update(torch.tensor(1.0), pred, y, len(y))
+    tracker.update(torch.tensor(1.0), pred, y[:, None], len(y))  # (n, 1) labels
+    assert tracker.result()["accuracy"] == float((pred.argmax(1) == y).double().mean())
+    with pytest.raises(ValueError, match=r"received y_pred \(7, 4\), y_true \(7, 2\)"):
+        tracker.update(torch.tensor(1.0), pred, torch.zeros(7, 2, dtype=torch.long), 7)
+
+
+def test_weighted_updates_take_the_checked_path() -> None:
+    tracker = Tracker(["accuracy"], mirrorfit.OneDeviceStrategy("cpu"))
+    pred, y = next(_batches(2))
+    tracker.update(torch.tensor(1.0), pred, y, len(y))
+    w = torch.zeros(len(y))
+    w[0] = 1.0
+    tracker.update(torch.tensor(1.0), pred, y, len(y), w)
+    assert not tracker._hot
+    hits = (pred.argmax(1) == y).double()
+    assert tracker.result()["accuracy"] == pytest.approx(float(hits.sum() + hits[0]) / (len(y) + 1))
