@@ -315,3 +315,23 @@ def test_validation_split_keeps_sample_weight_apart_from_y():
     with pytest.raises(ValueError, match="sample_weight needs y"):
         _model().fit(x, None, sample_weight=np.ones(8, "float32"), validation_split=0.5,
                      verbose=0)
+
+
+def _trained_after_set_seed(seed):
+    mirrorfit.set_seed(seed)
+    model = mirrorfit.Model(torch.nn.Sequential(torch.nn.Linear(5, 8), torch.nn.ReLU(),
+                                                torch.nn.Linear(8, 2)))
+    model.compile("sgd", mirrorfit.losses.SparseCategoricalCrossentropy(from_logits=True))
+    x, y = _data(96)
+    model.fit(x, y, batch_size=8, epochs=2, verbose=0)  # no seed: shuffled from set_seed's
+    first = model._compiled().seed
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    return model.get_weights(), first, model._compiled().seed
+
+
+def test_set_seed_makes_fit_without_a_seed_repeat_exactly():
+    (w1, a1, b1), (w2, a2, b2) = _trained_after_set_seed(3), _trained_after_set_seed(3)
+    assert (a1, b1) == (a2, b2) and a1 != b1  # the same draws; successive fits differ
+    assert all(np.array_equal(p, q) for p, q in zip(w1, w2, strict=True))
+    _, a3, _ = _trained_after_set_seed(4)
+    assert a3 != a1

@@ -169,10 +169,13 @@ class Strategy:
             dist.barrier()
 
     def agree_seed(self, seed: int | None) -> int:
-        """``seed``, or a random one drawn by the chief and shared with every replica."""
+        """``seed``, or the chief's draw from Python's ``random``, shared with every
+        replica: after :func:`mirrorfit.set_seed` every run draws the same seeds (and
+        successive fits different ones); without it, each run its own. Every replica
+        draws, so their ``random`` states stay alike."""
         if seed is None:
-            seed = random.SystemRandom().randrange(2**31) if self.is_chief else 0
-            seed = int(self.broadcast_object(seed))
+            seed = random.randrange(2**31)
+            seed = int(self.broadcast_object(seed if self.is_chief else 0))
         return seed
 
     def _comm_device(self) -> torch.device:
