@@ -12,11 +12,14 @@ noise hits all of them:
 - ``2 workers``: two replicas, gradients all-reduced by DDP over gloo;
 - ``2 alone``: two independent 1-replica jobs at the same time (no communication,
   started together through a file barrier): what this host gives two processes,
-  the ceiling for any data-parallel library here.
+  the ceiling for any data-parallel library here;
+- ``2 raw DDP``: a plain torch loop (DDP, gloo) under torchrun, same model, data
+  and batches: what torch itself reaches here (``--raw`` to include it).
 
 Printed (medians of the repeats): samples/s of each, the scaling efficiency
 ``2 workers / (2 x 1 worker)``, the host ceiling ``2 alone / (2 x 1 worker)``, and
-``2 workers / 2 alone``, the share of the ceiling that mirrorfit reaches.
+``2 workers / 2 alone``, the share of the ceiling that mirrorfit reaches, and with
+``--raw`` the efficiency of plain DDP.
 
 - mlp: 784-256-256-10 (the seed example), Adam, 64 per replica: little compute
   per step, so the all-reduce and the per-step overhead weigh more;
@@ -42,7 +45,7 @@ from pathlib import Path
 MODELS = {"mlp": {"steps": 300, "batch": 64},
           "cnn": {"steps": 60, "batch": 128},
           "cnn-large": {"steps": 30, "batch": 128}}
-KINDS = ("1 worker", "2 workers", "2 alone")
+KINDS = ("1 worker", "2 workers", "2 alone", "2 raw DDP")
 
 
 def build(name: str):  # type: ignore[no-untyped-def]
@@ -100,6 +103,48 @@ def child(name: str, replicas: int, per_replica: int) -> None:
         sys.stdout.write("RESULT " + json.dumps({"samples_per_s": n / seconds}) + "\n")
 
 
+def raw_child(name: str, per_replica: int) -> None:
+    """Plain torch under torchrun: DDP over gloo, the same batches as ``child``."""
+    import numpy as np
+    import torch
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    import mirrorfit
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo")
+    rank, world = dist.get_rank(), dist.get_world_size()
+    (x, y), _ = mirrorfit.datasets.mnist.load_data()
+    steps, batch = MODELS[name]["steps"], per_replica * world
+    x = torch.from_numpy((x[:steps * batch].reshape(-1, 1, 28, 28) / 255.0).astype(np.float32))
+    y = torch.from_numpy(y[:steps * batch].astype(np.int64))
+    torch.manual_seed(0)
+    model = DistributedDataParallel(build(name))
+    opt = (torch.optim.Adam(model.parameters(), 1e-3) if name == "mlp"
+           else torch.optim.SGD(model.parameters(), 0.01))
+
+    def step(i: int) -> None:
+        lo = i * batch + rank * per_replica
+        loss = torch.nn.functional.cross_entropy(model(x[lo:lo + per_replica]),
+                                                 y[lo:lo + per_replica])
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    for i in range(5):
+        step(i)
+    dist.barrier()
+    start = time.perf_counter()
+    for i in range(steps):
+        step(i)
+    dist.barrier()
+    if rank == 0:
+        sps = steps * batch / (time.perf_counter() - start)
+        sys.stdout.write("RESULT " + json.dumps({"samples_per_s": sps}) + "\n")
+    dist.destroy_process_group()
+
+
 def start(name: str, replicas: int, per_replica: int, barrier: str = "") -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MIRRORFIT_NUM_THREADS": "1",
            "BENCH_BARRIER": barrier}
@@ -118,6 +163,12 @@ def result(proc: subprocess.Popen) -> float:
 
 def measure(kind: str, name: str, per_replica: int) -> float:
     """Samples/s of one run of ``kind`` (both jobs together for "2 alone")."""
+    if kind == "2 raw DDP":
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        return result(subprocess.Popen(
+            [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
+             "2", __file__, "--raw", name, str(per_replica)], stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True, env=env))
     if kind != "2 alone":
         return result(start(name, 1 if kind == "1 worker" else 2, per_replica))
     with tempfile.TemporaryDirectory() as folder:
@@ -131,30 +182,38 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     parser.add_argument("--batch", type=int, default=None,
                         help="per-replica batch for every model (default: mlp 64, cnns 128)")
+    parser.add_argument("--raw", action="store_true", help="also time plain torch DDP")
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args, rest = parser.parse_known_args()
     if args.child:
         child(args.child[0], int(args.child[1]), int(args.child[2]))
         return
+    if args.raw and len(rest) == 2:  # a worker started by torchrun
+        raw_child(rest[0], int(rest[1]))
+        return
+    kinds = KINDS if args.raw else KINDS[:3]
     load_before = os.getloadavg()
     rows = []
     for name in args.models:
         batch = args.batch or MODELS[name]["batch"]
-        rates: dict[str, list[float]] = {k: [] for k in KINDS}
+        rates: dict[str, list[float]] = {k: [] for k in kinds}
         for r in range(args.repeats):
-            for kind in KINDS[r % 3:] + KINDS[:r % 3]:  # rotate the order
+            j = r % len(kinds)
+            for kind in kinds[j:] + kinds[:j]:  # rotate the order
                 rates[kind].append(measure(kind, name, batch))
-        one, two, alone = (statistics.median(rates[k]) for k in KINDS)
-        rows.append((name, batch, one, two, alone))
+        one, two, alone = (statistics.median(rates[k]) for k in KINDS[:3])
+        raw = statistics.median(rates[KINDS[3]]) if args.raw else float("nan")
+        rows.append((name, batch, one, two, alone, raw))
     load_after = os.getloadavg()
     print(f"\nModel.fit, 1 thread per worker, medians of {args.repeats} rotating runs; "
           f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f} "
           f"({os.cpu_count()} cores)")
     print(f"{'model':<10}{'batch/replica':>14}{'1 worker':>10}{'2 workers':>11}{'2 alone':>9}"
-          f"{'efficiency':>12}{'host ceiling':>14}{'of ceiling':>12}")
-    for name, batch, one, two, alone in rows:
+          f"{'efficiency':>12}{'host ceiling':>14}{'of ceiling':>12}{'raw DDP eff':>13}")
+    for name, batch, one, two, alone, raw in rows:
         print(f"{name:<10}{batch:>14}{one:>10.0f}{two:>11.0f}{alone:>9.0f}"
-              f"{two / (2 * one):>12.2f}{alone / (2 * one):>14.2f}{two / alone:>12.2f}")
+              f"{two / (2 * one):>12.2f}{alone / (2 * one):>14.2f}{two / alone:>12.2f}"
+              f"{raw / (2 * one):>13.2f}")
     print("(samples/s; efficiency = 2 workers / (2 x 1 worker); host ceiling = 2 alone / "
           "(2 x 1 worker); of ceiling = 2 workers / 2 alone)")
 

@@ -45,7 +45,7 @@ WORKER = textwrap.dedent(
         "restarts": env.restart_count, "port": env.main_port, "sum": total.item(),
         "omp": os.environ.get("OMP_NUM_THREADS"), "extra": os.environ.get("MF_EXTRA"),
         "argv": sys.argv[1:],
-    }) + "\n")  # one write: lines of two tasks never interleave
+    }) + "\\n")  # one write: lines of two tasks never interleave
     sys.stdout.flush()
     # TORCH-NOTES trap 1: free tensors, sync, then destroy, or gloo may abort at exit
     del total
@@ -136,7 +136,7 @@ REQUEUE_WORKER = textwrap.dedent(
 
     env = SlurmEnvironment()
     env.validate()
-    sys.stdout.write(f"START rank={env.rank} restart={env.restart_count}\n"); sys.stdout.flush()
+    sys.stdout.write(f"START rank={env.rank} restart={env.restart_count}\\n"); sys.stdout.flush()
     if env.restart_count > 0:
         sys.exit(0)
 
@@ -146,7 +146,7 @@ REQUEUE_WORKER = textwrap.dedent(
         sys.exit(0)
 
     signal.signal(signal.SIGUSR1, on_usr1)
-    sys.stdout.write(f"READY rank={env.rank}\n"); sys.stdout.flush()
+    sys.stdout.write(f"READY rank={env.rank}\\n"); sys.stdout.flush()
     time.sleep(120)
     """
 )
