@@ -125,8 +125,7 @@ class Metric:
         if self._total.device != values.device:
             self._to(values.device)
         if sample_weight is None:
-            self._total += values.detach().sum(dtype=torch.float64)
-            self._n += values.numel()
+            self._add(values.detach())
             return
         values = values.detach().to(torch.float64)
         weight = sample_weight.detach().to(values.device, torch.float64)
