@@ -21,16 +21,16 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
-import os
 import threading
 import types
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from mirrorfit.checkpoint.atomic import atomic_save
 
 __all__ = ["CacheMismatchError", "CacheStore", "fingerprint"]
 
@@ -100,13 +100,7 @@ def _read(path: Path) -> dict[str, Any]:
 
 
 def _write(path: Path, payload: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_save(payload, path)  # temp file, fsync, rename: readers never see half a file
 
 
 def fingerprint(elements: Any, stages: Sequence[Any]) -> str:
