@@ -71,9 +71,18 @@ def file_barrier(spec: str) -> None:
         time.sleep(0.001)
 
 
+def mnist(n: int):  # type: ignore[no-untyped-def]
+    """The first ``n`` MNIST training images (float32, N x 1 x 28 x 28) and labels."""
+    import numpy as np
+
+    import mirrorfit
+
+    (x, y), _ = mirrorfit.datasets.mnist.load_data()
+    return (x[:n].reshape(-1, 1, 28, 28) / 255.0).astype(np.float32), y[:n].astype(np.int64)
+
+
 def child(name: str, replicas: int, per_replica: int) -> None:
     """One job: warm up, then time one fit of ``steps`` global steps (chief prints)."""
-    import numpy as np
     import torch
 
     import mirrorfit
@@ -81,10 +90,8 @@ def child(name: str, replicas: int, per_replica: int) -> None:
     strategy = mirrorfit.MirroredStrategy(devices=replicas, num_threads=1)
     steps = MODELS[name]["steps"]
     batch = per_replica * strategy.num_replicas_in_sync
-    (x, y), _ = mirrorfit.datasets.mnist.load_data()
     n = steps * batch
-    x = (x[:n].reshape(-1, 1, 28, 28) / 255.0).astype(np.float32)
-    y = y[:n].astype(np.int64)
+    x, y = mnist(n)
     torch.manual_seed(0)
     with strategy.scope():
         model = mirrorfit.Model(build(name))
@@ -105,20 +112,15 @@ def child(name: str, replicas: int, per_replica: int) -> None:
 
 def raw_child(name: str, per_replica: int) -> None:
     """Plain torch under torchrun: DDP over gloo, the same batches as ``child``."""
-    import numpy as np
     import torch
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel
 
-    import mirrorfit
-
     torch.set_num_threads(1)
     dist.init_process_group("gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
-    (x, y), _ = mirrorfit.datasets.mnist.load_data()
     steps, batch = MODELS[name]["steps"], per_replica * world
-    x = torch.from_numpy((x[:steps * batch].reshape(-1, 1, 28, 28) / 255.0).astype(np.float32))
-    y = torch.from_numpy(y[:steps * batch].astype(np.int64))
+    x, y = (torch.from_numpy(a) for a in mnist(steps * batch))
     torch.manual_seed(0)
     model = DistributedDataParallel(build(name))
     opt = (torch.optim.Adam(model.parameters(), 1e-3) if name == "mlp"
