@@ -12,6 +12,17 @@ to the gradient, whereas Keras 3 decays weights directly (use ``"adamw"`` for
 decoupled decay); epsilon placement and NAdam's momentum schedule follow torch.
 Learning-rate schedules are callbacks' business, not an argument here.
 
+Kernels: a named optimizer runs torch's multi-tensor kernels where torch's default
+would loop over the parameters in Python. ``adam`` and ``adamw`` use
+``fused=True`` when every parameter is a floating-point tensor on the CPU or a
+CUDA GPU (on the CPU torch's default is the per-parameter loop: the MNIST MLP's
+step ran 1.6x faster fused, ``bench/fit_overhead.py``); ``sgd``, ``rmsprop``,
+``adadelta`` and ``nadam`` use ``foreach=True`` (for the first three the loop's
+arithmetic bit for bit). ``adagrad`` keeps torch's default, whose loop takes
+sparse gradients. Pass ``foreach=`` or ``fused=`` to choose yourself. Fused
+``adam``/``adamw`` and foreach ``nadam`` order their operations differently from
+the loop, so results differ by rounding (about 1e-8 per step on float32).
+
 Example:
     >>> import torch
     >>> from mirrorfit import optimizers
@@ -51,6 +62,11 @@ _REGISTRY: dict[str, tuple[type[Optimizer], dict[str, Any]]] = {
 
 _RENAMES = {"learning_rate": "lr", "epsilon": "eps"}
 
+# name -> the faster kernel option it takes (module docstring); adagrad keeps torch's
+_FAST = {"adam": "fused", "adamw": "fused", "sgd": "foreach", "rmsprop": "foreach",
+         "adadelta": "foreach", "nadam": "foreach"}
+_FUSED_DEVICES = ("cpu", "cuda")
+
 
 def _torch_kwargs(name: str, kwargs: dict[str, Any]) -> dict[str, Any]:
     """Translate Keras keyword names into torch's for optimizer ``name``."""
@@ -83,6 +99,27 @@ def _build(name: str, cls: Callable[..., Any], params: Params,
         raise TypeError(f"Optimizer factory {name!r} returned {optimizer!r}; expected a "
                         f"torch.optim.Optimizer.")
     return optimizer
+
+
+def _listed(params: Params) -> list[Any]:
+    """``params`` as a list (groups' ``params`` too): it is read twice, once to choose
+    the kernel, once by the optimizer."""
+    return [{**p, "params": list(p["params"])} if isinstance(p, dict) else p
+            for p in params]
+
+
+def _fast_kernel(name: str, params: list[Any], settings: dict[str, Any]) -> dict[str, Any]:
+    """``{"fused": True}``, ``{"foreach": True}`` or ``{}`` for optimizer ``name``."""
+    fast = _FAST.get(name)
+    if fast is None or "foreach" in settings or "fused" in settings:
+        return {}
+    if fast == "foreach":
+        return {"foreach": True}
+    tensors = [t for p in params for t in (p["params"] if isinstance(p, dict) else [p])]
+    if all(isinstance(t, torch.Tensor) and t.is_floating_point() and not t.is_sparse
+           and t.device.type in _FUSED_DEVICES for t in tensors):
+        return {"fused": True}
+    return {"foreach": True}
 
 
 def get(identifier: str | Optimizer | type[Optimizer] | Callable[..., Optimizer],
@@ -123,7 +160,9 @@ def get(identifier: str | Optimizer | type[Optimizer] | Callable[..., Optimizer]
                              f"{', '.join(map(repr, _REGISTRY))}, a torch.optim.Optimizer, "
                              f"or an optimizer class or factory fn(params).")
         cls, defaults = _REGISTRY[name]
-        return _build(name, cls, params, {**defaults, **_torch_kwargs(name, kwargs)})
+        settings = {**defaults, **_torch_kwargs(name, kwargs)}
+        params = _listed(params)
+        return _build(name, cls, params, {**_fast_kernel(name, params, settings), **settings})
     if callable(identifier):
         renamed = {("lr" if k == "learning_rate" else k): v for k, v in kwargs.items()}
         label = getattr(identifier, "__name__", repr(identifier))

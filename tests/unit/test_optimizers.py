@@ -58,6 +58,58 @@ def test_the_optimizer_steps() -> None:
     torch.testing.assert_close(weight.detach(), torch.full((2,), 0.99))
 
 
+@pytest.mark.parametrize(("name", "fused", "foreach"), [
+    ("adam", True, None), ("adamw", True, None), ("sgd", None, True), ("rmsprop", None, True),
+    ("adadelta", None, True), ("nadam", None, True), ("adagrad", None, None),
+])
+def test_names_choose_multi_tensor_kernels(name: str, fused: bool | None,
+                                           foreach: bool | None) -> None:
+    group = optimizers.get(name, _params()).param_groups[0]
+    assert (group.get("fused"), group["foreach"]) == (fused, foreach)
+
+
+def test_kernel_choice_keeps_the_users_and_reads_groups_once() -> None:
+    assert optimizers.get("adam", _params(), fused=False).param_groups[0]["fused"] is False
+    assert optimizers.get("adam", _params(), foreach=True).param_groups[0]["fused"] is None
+    net = torch.nn.Linear(3, 2)
+    groups = [{"params": iter([net.weight]), "lr": 0.5}, {"params": iter([net.bias])}]
+    opt = optimizers.get("adam", groups)  # generators inside groups are read twice safely
+    assert [len(g["params"]) for g in opt.param_groups] == [1, 1]
+    assert opt.param_groups[0]["fused"] is True and opt.param_groups[0]["lr"] == 0.5
+
+
+@pytest.mark.parametrize("name", ["adam", "adamw", "sgd", "rmsprop", "adadelta", "nadam"])
+def test_multi_tensor_kernels_match_the_per_parameter_loop(name: str) -> None:
+    """sgd, rmsprop and adadelta: the loop's arithmetic bit for bit; fused adam(w) and
+    foreach nadam order their operations differently (rounding, ~1e-8 here)."""
+    torch.manual_seed(0)
+    nets = [torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.Tanh(), torch.nn.Linear(5, 2))
+            for _ in range(2)]
+    nets[1].load_state_dict(nets[0].state_dict())
+    opts = [optimizers.get(name, nets[0].parameters(), foreach=False),
+            optimizers.get(name, nets[1].parameters())]
+    x = torch.randn(20, 6)
+    for _ in range(20):
+        for net, opt in zip(nets, opts, strict=True):
+            net(x).square().mean().backward()
+            opt.step()
+            opt.zero_grad()
+    tol = 1e-6 if name in ("adam", "adamw", "nadam") else 0.0
+    for a, b in zip(nets[0].parameters(), nets[1].parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=tol)
+    assert not torch.equal(nets[0][0].weight, torch.zeros(5, 6))
+
+
+def test_sparse_gradients_still_train_with_sgd() -> None:
+    emb = torch.nn.Embedding(10, 3, sparse=True)
+    before = emb.weight.detach().clone()
+    opt = optimizers.get("sgd", emb.parameters())
+    emb(torch.tensor([1, 2])).sum().backward()
+    opt.step()
+    changed = (emb.weight.detach() != before).any(dim=1)
+    assert changed.tolist() == [i in (1, 2) for i in range(10)]
+
+
 def test_errors_echo_the_value() -> None:
     with pytest.raises(ValueError, match="'adamm'") as info:
         optimizers.get("adamm", _params())
