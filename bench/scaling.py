@@ -16,6 +16,13 @@ noise hits all of them:
 - ``2 raw DDP``: a plain torch loop (DDP, gloo) under torchrun, same model, data
   and batches: what torch itself reaches here (``--raw`` to include it).
 
+Placement: mirrorfit binds each of its workers to its own core when the job takes
+the whole host (``mirrorfit.cluster.threads``), here 2 one-thread workers on 2
+cores. For a like-for-like baseline, the 1-replica jobs are then bound to a core
+too (``1 worker`` to core 0, ``2 alone`` to cores 0 and 1): an unbound 1-replica
+job ran 20% slower here, which would flatter the efficiency. ``--no-bind`` leaves
+every process to the OS. Plain DDP under torchrun is never bound (torchrun's default).
+
 Printed (medians of the repeats): samples/s of each, the scaling efficiency
 ``2 workers / (2 x 1 worker)``, the host ceiling ``2 alone / (2 x 1 worker)``, and
 ``2 workers / 2 alone``, the share of the ceiling that mirrorfit reaches, and with
@@ -98,6 +105,9 @@ def child(name: str, replicas: int, per_replica: int) -> None:
         model.compile("adam" if name == "mlp" else "sgd",
                       mirrorfit.losses.SparseCategoricalCrossentropy(from_logits=True),
                       ["accuracy"])
+    if os.environ.get("BENCH_CORE"):  # a 1-replica job on its own core, as a worker is
+        for tid in os.listdir("/proc/self/task"):
+            os.sched_setaffinity(int(tid), {int(os.environ["BENCH_CORE"])})
     model.fit(x[:batch * 5], y[:batch * 5], batch_size=batch, verbose=0, seed=0)  # warm-up
     if os.environ.get("BENCH_BARRIER"):
         file_barrier(os.environ["BENCH_BARRIER"])
@@ -147,9 +157,22 @@ def raw_child(name: str, per_replica: int) -> None:
     dist.destroy_process_group()
 
 
-def start(name: str, replicas: int, per_replica: int, barrier: str = "") -> subprocess.Popen:
+def bound() -> bool:
+    """Whether mirrorfit binds 2 one-thread workers to cores here (a 2-core host)."""
+    from mirrorfit.cluster.threads import cpu_slice
+
+    return (os.environ.get("MIRRORFIT_CPU_BIND", "1") != "0"
+            and cpu_slice(sorted(os.sched_getaffinity(0)), 0, 2, 1) is not None)
+
+
+def start(name: str, replicas: int, per_replica: int, barrier: str = "",
+          core: int = 0) -> subprocess.Popen:
+    """A mirrorfit job. Bound (unless ``MIRRORFIT_CPU_BIND=0``): mirrorfit binds each of
+    its 2 workers to a core; a 1-replica job is bound here, to ``core``."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MIRRORFIT_NUM_THREADS": "1",
            "BENCH_BARRIER": barrier}
+    if replicas == 1 and bound():
+        env["BENCH_CORE"] = str(core)
     return subprocess.Popen([sys.executable, __file__, "--child", name, str(replicas),
                              str(per_replica)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=env)
@@ -172,9 +195,9 @@ def measure(kind: str, name: str, per_replica: int) -> float:
              "2", __file__, "--raw", name, str(per_replica)], stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, text=True, env=env))
     if kind != "2 alone":
-        return result(start(name, 1 if kind == "1 worker" else 2, per_replica))
+        return result(start(name, 1 if kind == "1 worker" else 2, per_replica, core=0))
     with tempfile.TemporaryDirectory() as folder:
-        procs = [start(name, 1, per_replica, f"{folder}:2") for _ in range(2)]
+        procs = [start(name, 1, per_replica, f"{folder}:2", core=i) for i in range(2)]
         return sum(result(p) for p in procs)
 
 
@@ -185,6 +208,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=None,
                         help="per-replica batch for every model (default: mlp 64, cnns 128)")
     parser.add_argument("--raw", action="store_true", help="also time plain torch DDP")
+    parser.add_argument("--no-bind", action="store_true",
+                        help="leave every process's placement to the OS (MIRRORFIT_CPU_BIND=0)")
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args, rest = parser.parse_known_args()
     if args.child:
@@ -193,6 +218,8 @@ def main() -> None:
     if args.raw and len(rest) == 2:  # a worker started by torchrun
         raw_child(rest[0], int(rest[1]))
         return
+    if args.no_bind:
+        os.environ["MIRRORFIT_CPU_BIND"] = "0"
     kinds = KINDS if args.raw else KINDS[:3]
     load_before = os.getloadavg()
     rows = []
@@ -209,7 +236,7 @@ def main() -> None:
     load_after = os.getloadavg()
     print(f"\nModel.fit, 1 thread per worker, medians of {args.repeats} rotating runs; "
           f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f} "
-          f"({os.cpu_count()} cores)")
+          f"({os.cpu_count()} cores); processes bound to cores: {'yes' if bound() else 'no'}")
     print(f"{'model':<10}{'batch/replica':>14}{'1 worker':>10}{'2 workers':>11}{'2 alone':>9}"
           f"{'efficiency':>12}{'host ceiling':>14}{'of ceiling':>12}{'raw DDP eff':>13}")
     for name, batch, one, two, alone, raw in rows:

@@ -5,7 +5,7 @@ need) and, where it says so, saves the chief's weights with numpy.
 """
 
 TRAIN_AND_EVAL = r'''
-import json, sys
+import json, os, sys
 import numpy as np, torch
 import mirrorfit
 
@@ -27,7 +27,8 @@ pred = model.predict(x, batch_size=64)
 if strategy.is_chief:
     np.savez(out, *model.get_weights(), pred=pred)
 line = json.dumps({"rank": strategy.rank, "replicas": strategy.num_replicas_in_sync,
-                   "history": hist.history, "eval": ev})
+                   "history": hist.history, "eval": ev,
+                   "cores": sorted(os.sched_getaffinity(0)), "threads": torch.get_num_threads()})
 sys.stdout.write("JSON " + line + "\n")  # one write: lines of two workers never interleave
 sys.stdout.flush()
 '''

@@ -3,9 +3,12 @@ evaluation, one clear error when a worker fails."""
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
+from mirrorfit.cluster.threads import cpu_slice
 from tests.multiprocess import jobs
 from tests.procs import run_python, write_script
 
@@ -45,6 +48,19 @@ def test_every_worker_reports_the_same_global_history(runs):
     single = res1.json_lines()[0]["history"]
     assert single["accuracy"] == lines[0]["history"]["accuracy"]
     np.testing.assert_allclose(single["loss"], lines[0]["history"]["loss"], rtol=1e-6)
+
+
+def test_self_launched_cpu_workers_get_their_own_cores(runs):
+    """On a host the job takes whole (2 workers, one core each on 2 cores), each worker
+    is bound to its own core; otherwise placement stays the OS's."""
+    host = sorted(os.sched_getaffinity(0))
+    lines = sorted(runs[2][0].json_lines(), key=lambda line: line["rank"])
+    threads = lines[0]["threads"]
+    expected = [cpu_slice(host, r, 2, threads) or host for r in range(2)]
+    assert [line["cores"] for line in lines] == expected
+    if len(host) == 2:  # the CI machine and the development VM: bound, one core each
+        assert [line["cores"] for line in lines] == [[host[0]], [host[1]]]
+    assert runs[1][0].json_lines()[0]["cores"] == host  # one process: never bound
 
 
 def test_evaluate_on_odd_sized_set_matches_single_process_exactly(runs):

@@ -11,9 +11,9 @@ import torch
 from torch import nn
 
 from mirrorfit.cluster import ClusterEnvironment, detect_environment, preemption
-from mirrorfit.cluster.errors import install_worker_excepthook
+from mirrorfit.cluster.errors import LAUNCHED_BY_MIRRORFIT, install_worker_excepthook
 from mirrorfit.cluster.launcher import launch_local
-from mirrorfit.cluster.threads import configure_cpu, threads_per_worker
+from mirrorfit.cluster.threads import bind_worker, configure_cpu, threads_per_worker
 from mirrorfit.devices import DeviceSpec, resolve_devices
 from mirrorfit.strategies import ddp, process_group
 from mirrorfit.strategies.run import interactive_session
@@ -131,7 +131,10 @@ class MirroredStrategy(Strategy):
             torch.cuda.set_device(self._device)
             backend = "nccl"
         else:
-            configure_cpu(num_threads or threads_per_worker(env.local_world_size))
+            threads = num_threads or threads_per_worker(env.local_world_size)
+            configure_cpu(threads)
+            if os.environ.get(LAUNCHED_BY_MIRRORFIT):  # torchrun and srun place their own
+                bind_worker(env.local_rank, env.local_world_size, threads)
             backend = "gloo"
         install_worker_excepthook(self._rank, timeout=self._timeout.total_seconds())
         preemption.install()  # before the group forms: a USR1 during set-up is kept for fit
