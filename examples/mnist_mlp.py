@@ -37,7 +37,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64, help="the global batch")
     parser.add_argument("--train-samples", type=int, default=60000)
     parser.add_argument("--seed", type=int, default=1,
-                        help="weights and data order; seed 1 reached test accuracy 0.9711")
+                        help="weights and data order; seed 1 reached test accuracy 0.9700")
     args = parser.parse_args()
 
     devices = args.devices
