@@ -106,8 +106,9 @@ def child(name: str, replicas: int, per_replica: int) -> None:
                       mirrorfit.losses.SparseCategoricalCrossentropy(from_logits=True),
                       ["accuracy"])
     if os.environ.get("BENCH_CORE"):  # a 1-replica job on its own core, as a worker is
-        for tid in os.listdir("/proc/self/task"):
-            os.sched_setaffinity(int(tid), {int(os.environ["BENCH_CORE"])})
+        from mirrorfit.cluster.threads import pin_process
+
+        pin_process([int(os.environ["BENCH_CORE"])])
     model.fit(x[:batch * 5], y[:batch * 5], batch_size=batch, verbose=0, seed=0)  # warm-up
     if os.environ.get("BENCH_BARRIER"):
         file_barrier(os.environ["BENCH_BARRIER"])

@@ -88,7 +88,13 @@ def bind_worker(local_rank: int, local_world: int, threads: int) -> list[int] | 
     cores = cpu_slice(sorted(os.sched_getaffinity(0)), local_rank, local_world, threads)
     if cores is None:
         return None
+    pin_process(cores)
+    return cores
+
+
+def pin_process(cores: Sequence[int]) -> None:
+    """Restrict every thread of this process to ``cores`` (Linux); threads and processes
+    it starts later inherit them."""
     for tid in os.listdir("/proc/self/task"):
         with contextlib.suppress(OSError):  # a thread that has just ended
             os.sched_setaffinity(int(tid), cores)
-    return cores
