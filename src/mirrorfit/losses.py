@@ -117,7 +117,7 @@ class SparseCategoricalCrossentropy(Loss):
         # the common case in one fused kernel (same value as the mean of per_sample); an
         # empty batch, whose mean of nothing is not NaN there, and a batch-size mismatch
         # (ValueError) take the general path, which names the shapes
-        if (self.from_logits and y_true.ndim == 1 and y_pred.ndim == 2 and len(y_true)
+        if (self.from_logits and y_true.ndim == 1 and y_pred.ndim == 2 and y_true.numel()
                 and not y_true.is_floating_point()):
             try:
                 return F.cross_entropy(y_pred, y_true)

@@ -59,3 +59,18 @@ def test_weighted_updates_take_the_checked_path() -> None:
     assert not tracker._hot
     hits = (pred.argmax(1) == y).double()
     assert tracker.result()["accuracy"] == pytest.approx(float(hits.sum() + hits[0]) / (len(y) + 1))
+
+
+def test_resumed_tracker_adds_exactly_what_the_uninterrupted_one_adds() -> None:
+    """After load_state_dict the first update takes the checked path; its loss sum must
+    round like the hot path's, or a resumed run's loss drifts in the last bits."""
+    strategy = mirrorfit.OneDeviceStrategy("cpu")
+    whole, resumed = Tracker(["accuracy"], strategy), Tracker(["accuracy"], strategy)
+    losses = torch.arange(1, 6) / 3  # float32 values whose products with n round
+    for i, (pred, y) in enumerate(_batches(4)):
+        whole.update(losses[i], pred, y, len(y))
+        if i == 2:
+            resumed.load_state_dict(whole.state_dict())
+        elif i > 2:
+            resumed.update(losses[i], pred, y, len(y))
+    assert resumed.result() == whole.result()  # exact, not approximate

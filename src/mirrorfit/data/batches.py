@@ -96,12 +96,16 @@ class IndexedBatches:
 
     def iter_epoch(self, epoch: int, start_step: int = 0) -> Iterator[LocalBatch]:
         order = epoch_order(len(self.source), seed=self.seed, epoch=epoch, shuffle=self.shuffle)
+        size, total, fetch = self.batch_size, len(self.source), self.source.fetch
         for step in range(start_step, self.steps_per_epoch()):
-            global_idx = order[step * self.batch_size:(step + 1) * self.batch_size]
-            yield self._share(global_idx)
+            global_idx = order[step * size:(step + 1) * size]
+            n = min(size, total - step * size)
+            if self.replica.world == 1:  # the whole batch, without the share arithmetic
+                yield LocalBatch(fetch(global_idx), n, n, global_idx)
+            else:
+                yield self._share(global_idx, n)
 
-    def _share(self, global_idx: torch.Tensor) -> LocalBatch:
-        n = len(global_idx)
+    def _share(self, global_idx: torch.Tensor, n: int) -> LocalBatch:
         start, stop = share_bounds(n, self.replica)
         local_idx = global_idx if stop - start == n else global_idx[start:stop]
         if start == stop:  # empty share: one dummy sample, weighted 0 by the trainer

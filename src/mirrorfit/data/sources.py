@@ -82,7 +82,7 @@ class TensorSource:
 
     def fetch(self, indices: torch.Tensor) -> tuple[Any, ...]:
         if self._flat:  # the common case: a tuple of plain tensors
-            return tuple(p.index_select(0, indices) for p in self.parts)
+            return tuple([p.index_select(0, indices) for p in self.parts])
         return tuple(_gather(p, indices) for p in self.parts)
 
 

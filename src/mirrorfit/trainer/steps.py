@@ -78,6 +78,7 @@ class Steps:
         self.loss_fn = loss_fn
         self.device = device
         self.world = world
+        self._on_host = device.type == "cpu"  # sources hold CPU tensors: nothing to move
 
     def loss(self, y_pred: Any, y: Any, sw: torch.Tensor | None) -> torch.Tensor:
         if sw is None:
@@ -94,8 +95,8 @@ class Steps:
         """The loss and ``module``'s output; a data error gets a note naming the tensors."""
         y_pred = None
         try:
-            y_pred = call_module(module, x)
-            return self.loss(y_pred, y, sw), y_pred
+            y_pred = module(x) if type(x) is torch.Tensor else call_module(module, x)
+            return (self.loss_fn(y_pred, y) if sw is None else self.loss(y_pred, y, sw)), y_pred
         except STEP_ERRORS as exc:  # free unless raised; see trainer.validation
             explain_step_error(exc, self.module, x, y, y_pred)
             raise
@@ -103,7 +104,7 @@ class Steps:
     def inputs(self, batch: LocalBatch) -> tuple[Any, Any, Any]:
         """(x, y, sample_weight) on this replica's device (sources hold CPU tensors, so a
         CPU replica has nothing to move)."""
-        if self.device.type == "cpu":
+        if self._on_host:
             return unpack(batch.data)
         return to_device(unpack(batch.data), self.device)
 

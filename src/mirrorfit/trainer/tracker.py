@@ -43,11 +43,11 @@ class Tracker:
                sample_weight: torch.Tensor | None = None) -> None:
         """Add one batch: ``loss_mean`` over its ``n`` samples, and the metrics."""
         if self._hot and sample_weight is None:
-            self.loss._add_sum(loss_mean * n, n)
+            self.loss._add_mean(loss_mean, n)
             for m in self.metrics:
                 m._add(m._hot_values(y_pred, y_true))
             return
-        self.loss.update_value(loss_mean * n, n)
+        self.loss.update_mean(loss_mean, n)
         for m in self.metrics:
             m.update(y_pred, y_true, sample_weight)
         self._hot = (self._plain and sample_weight is None and isinstance(y_pred, torch.Tensor)

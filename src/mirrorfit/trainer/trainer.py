@@ -92,24 +92,24 @@ class Trainer:
         total = steps_per_epoch or stream.steps_per_epoch() or 0
         sync_every = max(1, total // _PROGRESS_SYNCS) if verbose == 1 else 0
         batches = self._epoch_batches(stream, steps_per_epoch)
-        for group in self._update_groups(batches):
-            denominator = sum(b.global_size for b in group)
-            for i, batch in enumerate(group):
-                callbacks.on_train_batch_begin(self.step)
-                loss, y_pred, y, sw = self._train_one(batch, denominator, i == len(group) - 1)
-                if batch.size:
-                    self.train_tracker.update(loss, y_pred, y, batch.size, sw)
-                self.step += 1
-                sync = callbacks.batch_logs or (sync_every and (
-                    self.step % sync_every == 0 or self.step == total))
-                callbacks.on_train_batch_end(self.step - 1,
-                                             self.train_tracker.result() if sync else {})
+        tracker = self.train_tracker
+        for batch, denominator, update in self._schedule(batches):
+            callbacks.on_train_batch_begin(self.step)
+            loss, y_pred, y, sw = self._train_one(batch, denominator, update)
+            if batch.size:
+                tracker.update(loss, y_pred, y, batch.size, sw)
+            self.step += 1
+            sync = callbacks.batch_logs or (sync_every and (
+                self.step % sync_every == 0 or self.step == total))
+            callbacks.on_train_batch_end(self.step - 1, tracker.result() if sync else {})
+            if not update:
+                continue
             if callbacks.batch_logs and self._agree_stop():  # every rank leaves at this step
                 break
             # every K updates all workers agree on a preemption signal (one scalar reduce)
             if self.step % self._preempt_every == 0 and preemption.agreed(self.strategy):
                 preemption.preempt(self.model, callbacks)  # raises Preempted
-        return self.train_tracker.result()
+        return tracker.result()
 
     def _epoch_batches(self, stream: BatchStream,
                        steps_per_epoch: int | None) -> Iterator[LocalBatch]:
@@ -129,14 +129,16 @@ class Trainer:
         return itertools.islice(stream.iter_epoch(data_epoch, first + self.step),
                                 max(0, stop - first - self.step))
 
-    def _train_one(self, batch: LocalBatch, denominator: int,
+    def _train_one(self, batch: LocalBatch, denominator: int | None,
                    update: bool) -> tuple[torch.Tensor, Any, Any, Any]:
+        if update and batch.size and not self._first_update_check:  # the common case
+            return self.steps.train(batch, denominator)
         if batch.size == 0:  # an empty share's dummy sample: weight 0, no BatchNorm statistics
             with weightless_share(self.steps.module):
                 return self._step(batch, denominator, update)
         return self._step(batch, denominator, update)
 
-    def _step(self, batch: LocalBatch, denominator: int,
+    def _step(self, batch: LocalBatch, denominator: int | None,
               update: bool) -> tuple[torch.Tensor, Any, Any, Any]:
         if self._first_update_check:
             return self._first_update(batch, denominator, update)
@@ -145,7 +147,7 @@ class Trainer:
         with self.strategy.no_sync(self.steps.wrapped):
             return self.steps.train(batch, denominator, update=False)
 
-    def _first_update(self, batch: LocalBatch, denominator: int,
+    def _first_update(self, batch: LocalBatch, denominator: int | None,
                       update: bool) -> tuple[torch.Tensor, Any, Any, Any]:
         """fit's first update skips DDP's all-reduce; ``ddp.finish_first_update`` then
         averages the gradients by hand and names (or handles) parameters without one."""
@@ -158,15 +160,23 @@ class Trainer:
             self._first_update_check = False
         return out
 
-    def _update_groups(self, batches: Iterator[LocalBatch]) -> Iterator[list[LocalBatch]]:
-        """Batches in groups of ``steps_per_update`` (one optimizer step per group)."""
+    def _schedule(self, batches: Iterator[LocalBatch],
+                  ) -> Iterator[tuple[LocalBatch, int | None, bool]]:
+        """``(batch, denominator, update)``: batches in groups of ``steps_per_update``,
+        the optimizer stepping after each group's last; the loss is a mean over the
+        group's samples (``None``: the batch's own global batch)."""
         k = self.steps_per_update
-        if k == 1:
-            for b in batches:
-                yield [b]
-            return
+        if k == 1:  # in C, no generator frame per step
+            return zip(batches, itertools.repeat(None), itertools.repeat(True))
+        return self._groups(batches, k)
+
+    @staticmethod
+    def _groups(batches: Iterator[LocalBatch],
+                k: int) -> Iterator[tuple[LocalBatch, int | None, bool]]:
         while group := list(itertools.islice(batches, k)):
-            yield group
+            denominator = sum(b.global_size for b in group)
+            for i, batch in enumerate(group):
+                yield batch, denominator, i == len(group) - 1
 
     def _agree_stop(self) -> bool:
         """Every replica stops if any callback on any replica asked to."""
