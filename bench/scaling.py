@@ -233,19 +233,23 @@ def main() -> None:
                 rates[kind].append(measure(kind, name, batch))
         one, two, alone = (statistics.median(rates[k]) for k in KINDS[:3])
         raw = statistics.median(rates[KINDS[3]]) if args.raw else float("nan")
-        rows.append((name, batch, one, two, alone, raw))
+        rounds = [t / (2 * o) for o, t in zip(rates[KINDS[0]], rates[KINDS[1]], strict=True)]
+        rows.append((name, batch, one, two, alone, raw, rounds))
     load_after = os.getloadavg()
     print(f"\nModel.fit, 1 thread per worker, medians of {args.repeats} rotating runs; "
           f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f} "
           f"({os.cpu_count()} cores); processes bound to cores: {'yes' if bound() else 'no'}")
     print(f"{'model':<10}{'batch/replica':>14}{'1 worker':>10}{'2 workers':>11}{'2 alone':>9}"
           f"{'efficiency':>12}{'host ceiling':>14}{'of ceiling':>12}{'raw DDP eff':>13}")
-    for name, batch, one, two, alone, raw in rows:
+    for name, batch, one, two, alone, raw, _ in rows:
         print(f"{name:<10}{batch:>14}{one:>10.0f}{two:>11.0f}{alone:>9.0f}"
               f"{two / (2 * one):>12.2f}{alone / (2 * one):>14.2f}{two / alone:>12.2f}"
               f"{raw / (2 * one):>13.2f}")
     print("(samples/s; efficiency = 2 workers / (2 x 1 worker); host ceiling = 2 alone / "
           "(2 x 1 worker); of ceiling = 2 workers / 2 alone)")
+    for name, *_, rounds in rows:  # a slowed vCPU shows as one low round
+        print(f"{name}: efficiency of each round (its 2-worker run against its 1-worker run): "
+              + " ".join(f"{e:.2f}" for e in rounds))
 
 
 if __name__ == "__main__":
