@@ -57,8 +57,10 @@ class ProgbarLogger(Callback):
         self._seen = batch + 1
         if logs:
             self._logs = dict(logs)
+        if not self._dynamic:  # verbose=2, or a log file: one line per epoch
+            return
         now = time.perf_counter()
-        if self._dynamic and self._chief() and now - self._last_draw > 0.1:
+        if self._chief() and now - self._last_draw > 0.1:
             self._last_draw = now
             self.stream.write("\r" + self._line(self._seen, now, self._logs))
             self.stream.flush()
