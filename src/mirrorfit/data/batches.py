@@ -96,14 +96,10 @@ class IndexedBatches:
 
     def iter_epoch(self, epoch: int, start_step: int = 0) -> Iterator[LocalBatch]:
         order = epoch_order(len(self.source), seed=self.seed, epoch=epoch, shuffle=self.shuffle)
-        size, total, fetch = self.batch_size, len(self.source), self.source.fetch
+        size, total = self.batch_size, len(self.source)
         for step in range(start_step, self.steps_per_epoch()):
             global_idx = order[step * size:(step + 1) * size]
-            n = min(size, total - step * size)
-            if self.replica.world == 1:  # the whole batch, without the share arithmetic
-                yield LocalBatch(fetch(global_idx), n, n, global_idx)
-            else:
-                yield self._share(global_idx, n)
+            yield self._share(global_idx, min(size, total - step * size))
 
     def _share(self, global_idx: torch.Tensor, n: int) -> LocalBatch:
         start, stop = share_bounds(n, self.replica)

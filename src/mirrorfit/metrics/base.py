@@ -85,11 +85,17 @@ class Metric:
     def _to(self, device: torch.device) -> None:
         self._total, self._weight = self._total.to(device), self._weight.to(device)
 
+    def _follow(self, t: torch.Tensor) -> torch.Tensor:
+        """``t`` where the state is kept: the state moves to ``t``'s device, except from
+        MPS, which has no float64 (there ``t`` comes to the CPU instead)."""
+        if t.device.type == "mps":
+            t = t.cpu()
+        if self._total.device != t.device:
+            self._to(t.device)
+        return t
+
     def _accumulate(self, values: torch.Tensor, sample_weight: torch.Tensor | None) -> None:
-        if values.device.type == "mps":  # MPS has no float64; keep the state on the CPU
-            values = values.cpu()
-        if self._total.device != values.device:
-            self._to(values.device)
+        values = self._follow(values)
         if sample_weight is None:
             self._add(values.detach())
             return
@@ -138,12 +144,7 @@ class Mean(Metric):
 
     def update_value(self, value_sum: float | torch.Tensor, count: float | torch.Tensor) -> None:
         """Add a sum of values and how many (or how much weight) they were."""
-        total = torch.as_tensor(value_sum).detach()
-        if total.device.type == "mps":
-            total = total.cpu()
-        if self._total.device != total.device:
-            self._to(total.device)
-        self._total += total
+        self._total += self._follow(torch.as_tensor(value_sum).detach())
         if isinstance(count, torch.Tensor):
             self._weight += count.detach().to(self._weight.device, torch.float64)
         else:
@@ -152,12 +153,7 @@ class Mean(Metric):
     def update_mean(self, mean: torch.Tensor, count: int) -> None:
         """Add a batch's mean over ``count`` samples; its sum is taken in float64, so
         ``update_mean(m, n)`` adds exactly what the trainer's hot path adds."""
-        mean = mean.detach()
-        if mean.device.type == "mps":
-            mean = mean.cpu()
-        if self._total.device != mean.device:
-            self._to(mean.device)
-        self._add_mean(mean, count)
+        self._add_mean(self._follow(mean.detach()), count)
 
     def _add_mean(self, mean: torch.Tensor, count: int) -> None:
         """``update_value(mean * count, count)`` without checks, for the trainer's hot

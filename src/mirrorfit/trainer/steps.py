@@ -95,8 +95,8 @@ class Steps:
         """The loss and ``module``'s output; a data error gets a note naming the tensors."""
         y_pred = None
         try:
-            y_pred = module(x) if type(x) is torch.Tensor else call_module(module, x)
-            return (self.loss_fn(y_pred, y) if sw is None else self.loss(y_pred, y, sw)), y_pred
+            y_pred = call_module(module, x)
+            return self.loss(y_pred, y, sw), y_pred
         except STEP_ERRORS as exc:  # free unless raised; see trainer.validation
             explain_step_error(exc, self.module, x, y, y_pred)
             raise

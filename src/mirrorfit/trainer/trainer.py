@@ -131,8 +131,6 @@ class Trainer:
 
     def _train_one(self, batch: LocalBatch, denominator: int | None,
                    update: bool) -> tuple[torch.Tensor, Any, Any, Any]:
-        if update and batch.size and not self._first_update_check:  # the common case
-            return self.steps.train(batch, denominator)
         if batch.size == 0:  # an empty share's dummy sample: weight 0, no BatchNorm statistics
             with weightless_share(self.steps.module):
                 return self._step(batch, denominator, update)
