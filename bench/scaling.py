@@ -1,35 +1,40 @@
 """Scaling efficiency: 2 CPU workers against 1, one thread each, with Model.fit.
 
-    python bench/scaling.py [--repeats 5] [--models mlp cnn cnn-large]
+    python bench/scaling.py [--rounds 12] [--models mlp cnn cnn-large] [--no-bind]
 
-Each run is a fresh ``MirroredStrategy(devices=n)`` job that trains with the same
-**per-replica** batch (the global batch grows with the replicas, as in
-``batch_size = 64 * strategy.num_replicas_in_sync``). After a warm-up fit, one
-timed fit runs between two barriers. Three kinds of run alternate, so machine
-noise hits all of them:
+Each model runs as one 2-worker mirrorfit job (``MirroredStrategy(devices=2,
+num_threads=1)``), in which every round times one **segment** of each kind of run,
+a few seconds apart, in an order that rotates from round to round:
 
-- ``1 worker``: one replica;
-- ``2 workers``: two replicas, gradients all-reduced by DDP over gloo;
-- ``2 alone``: two independent 1-replica jobs at the same time (no communication,
-  started together through a file barrier): what this host gives two processes,
-  the ceiling for any data-parallel library here;
-- ``2 raw DDP``: a plain torch loop (DDP, gloo) under torchrun, same model, data
-  and batches: what torch itself reaches here (``--raw`` to include it).
+- ``1 worker``: rank 0 fits a 1-replica model (``OneDeviceStrategy``) while rank 1
+  waits in a barrier (idle: about 6 ms of CPU per segment);
+- ``2 workers``: both ranks fit the 2-replica model (gradients all-reduced by DDP over
+  gloo), timed from barrier to barrier, so the end of fit's epoch counts;
+- ``2 alone``: both ranks fit their own 1-replica models at the same time, with no
+  communication: what this host gives two processes, the ceiling for any
+  data-parallel library here;
+- ``2 raw DDP``: a plain torch loop (``DistributedDataParallel``, gloo) over the same
+  batches in the same two processes: what torch itself reaches here.
 
-Placement: mirrorfit binds each of its workers to its own core when the job takes
-the whole host (``mirrorfit.cluster.threads``), here 2 one-thread workers on 2
-cores. For a like-for-like baseline, the 1-replica jobs are then bound to a core
-too (``1 worker`` to core 0, ``2 alone`` to cores 0 and 1): an unbound 1-replica
-job ran 20% slower here, which would flatter the efficiency. ``--no-bind`` leaves
-every process to the OS. Plain DDP under torchrun is never bound (torchrun's default).
+Every kind trains with the same **per-replica** batch (the global batch grows with the
+replicas, as in ``batch_size = 64 * strategy.num_replicas_in_sync``). Why lockstep:
+this VM's speed drifts by 10-30% within seconds, so two whole jobs run one after the
+other compare two different machines. Here each round's ratios come from segments
+seconds apart, in the same processes, on the same cores, and the figures printed are
+medians over the rounds of each round's ratio.
 
-Printed (medians of the repeats): samples/s of each, the scaling efficiency
-``2 workers / (2 x 1 worker)``, the host ceiling ``2 alone / (2 x 1 worker)``, and
-``2 workers / 2 alone``, the share of the ceiling that mirrorfit reaches, and with
-``--raw`` the efficiency of plain DDP.
+Placement: mirrorfit binds each of its 2 workers to its own core (a job that takes the
+whole host, ``mirrorfit.cluster.threads``); the 1-replica runs are then on those cores
+too, since they run in the same processes. ``--no-bind`` (``MIRRORFIT_CPU_BIND=0``)
+leaves every process to the OS.
 
-- mlp: 784-256-256-10 (the seed example), Adam, 64 per replica: little compute
-  per step, so the all-reduce and the per-step overhead weigh more;
+Printed: samples/s of each kind (medians), the scaling efficiency ``2 workers /
+(2 x 1 worker)``, the host ceiling ``2 alone / (2 x 1 worker)``, ``2 workers / 2
+alone`` (the share of the ceiling that mirrorfit reaches), plain DDP's efficiency,
+and the efficiency of each round.
+
+- mlp: 784-256-256-10 (the seed example), Adam, 64 per replica: little compute per
+  step, so the all-reduce and the per-step overhead weigh more;
 - cnn: Keras's "simple MNIST convnet" (conv 32, pool, conv 64, pool, dropout,
   1600-10; 34,826 parameters), SGD, 128 per replica: compute-heavy;
 - cnn-large: the PyTorch MNIST example CNN (conv 32/64, 9216-128-10;
@@ -45,13 +50,12 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
 
-MODELS = {"mlp": {"steps": 300, "batch": 64},
-          "cnn": {"steps": 60, "batch": 128},
-          "cnn-large": {"steps": 30, "batch": 128}}
+#: steps per segment (about 0.5-1.5 s each here) and the per-replica batch
+MODELS = {"mlp": {"steps": 200, "batch": 64},
+          "cnn": {"steps": 20, "batch": 128},
+          "cnn-large": {"steps": 8, "batch": 128}}
 KINDS = ("1 worker", "2 workers", "2 alone", "2 raw DDP")
 
 
@@ -70,14 +74,6 @@ def build(name: str):  # type: ignore[no-untyped-def]
                          nn.Linear(128, 10))
 
 
-def file_barrier(spec: str) -> None:
-    """``dir:count``: mark this process ready, wait until ``count`` are."""
-    folder, count = spec.rsplit(":", 1)
-    Path(folder, str(os.getpid())).touch()
-    while len(os.listdir(folder)) < int(count):
-        time.sleep(0.001)
-
-
 def mnist(n: int):  # type: ignore[no-untyped-def]
     """The first ``n`` MNIST training images (float32, N x 1 x 28 x 28) and labels."""
     import numpy as np
@@ -88,74 +84,107 @@ def mnist(n: int):  # type: ignore[no-untyped-def]
     return (x[:n].reshape(-1, 1, 28, 28) / 255.0).astype(np.float32), y[:n].astype(np.int64)
 
 
-def child(name: str, replicas: int, per_replica: int) -> None:
-    """One job: warm up, then time one fit of ``steps`` global steps (chief prints)."""
-    import torch
+class Lockstep:
+    """The runs of one job: a 2-replica model, a 1-replica model and a plain DDP loop."""
 
+    def __init__(self, name: str, per_replica: int, steps: int) -> None:
+        import torch
+
+        import mirrorfit
+
+        self.strategy = mirrorfit.MirroredStrategy(devices=2, num_threads=1)
+        self.per, self.steps = per_replica, steps
+        x, y = mnist(2 * per_replica * steps)
+        self.x, self.y = x, y
+        self.tx, self.ty = torch.from_numpy(x), torch.from_numpy(y)
+        optimizer = "adam" if name == "mlp" else "sgd"
+        torch.manual_seed(0)
+        with self.strategy.scope():
+            self.two = mirrorfit.Model(build(name))
+            self.two.compile(optimizer, _loss(), ["accuracy"])
+        with mirrorfit.OneDeviceStrategy("cpu").scope():
+            self.one = mirrorfit.Model(build(name))
+            self.one.compile(optimizer, _loss(), ["accuracy"])
+        net = build(name)
+        self.raw = torch.nn.parallel.DistributedDataParallel(net)
+        self.raw_opt = (torch.optim.Adam(net.parameters(), 1e-3, fused=True) if name == "mlp"
+                        else torch.optim.SGD(net.parameters(), 0.01))
+
+    def fit_one(self) -> float:
+        """Seconds of a 1-replica fit of ``steps`` batches of the per-replica size."""
+        n = self.steps * self.per
+        start = time.perf_counter()
+        self.one.fit(self.x[:n], self.y[:n], batch_size=self.per, verbose=0, seed=0)
+        return time.perf_counter() - start
+
+    def fit_two(self) -> float:
+        self.strategy.barrier()
+        start = time.perf_counter()
+        self.two.fit(self.x, self.y, batch_size=2 * self.per, verbose=0, seed=0)
+        self.strategy.barrier()
+        return time.perf_counter() - start
+
+    def raw_loop(self) -> float:
+        import torch
+
+        rank, per = self.strategy.rank, self.per
+        self.strategy.barrier()
+        start = time.perf_counter()
+        for i in range(self.steps):
+            lo = (2 * i + rank) * per
+            loss = torch.nn.functional.cross_entropy(self.raw(self.tx[lo:lo + per]),
+                                                     self.ty[lo:lo + per])
+            loss.backward()
+            self.raw_opt.step()
+            self.raw_opt.zero_grad(set_to_none=True)
+        self.strategy.barrier()
+        return time.perf_counter() - start
+
+    def segment(self, kind: str) -> float:
+        """Samples/s of one segment of ``kind`` (every rank returns the same)."""
+        samples = self.steps * self.per
+        if kind == "1 worker":
+            self.strategy.barrier()
+            seconds = self.fit_one() if self.strategy.is_chief else 0.0
+            return samples / self.strategy.broadcast_object(seconds)
+        if kind == "2 workers":
+            return 2 * samples / self.fit_two()
+        if kind == "2 alone":
+            self.strategy.barrier()
+            seconds = self.fit_one()
+            return sum(samples / s for s in self.strategy.all_gather_object(seconds))
+        return 2 * samples / self.raw_loop()
+
+
+def _loss():  # type: ignore[no-untyped-def]
     import mirrorfit
 
-    strategy = mirrorfit.MirroredStrategy(devices=replicas, num_threads=1)
-    steps = MODELS[name]["steps"]
-    batch = per_replica * strategy.num_replicas_in_sync
-    n = steps * batch
-    x, y = mnist(n)
-    torch.manual_seed(0)
-    with strategy.scope():
-        model = mirrorfit.Model(build(name))
-        model.compile("adam" if name == "mlp" else "sgd",
-                      mirrorfit.losses.SparseCategoricalCrossentropy(from_logits=True),
-                      ["accuracy"])
-    if os.environ.get("BENCH_CORE"):  # a 1-replica job on its own core, as a worker is
-        from mirrorfit.cluster.threads import pin_process
-
-        pin_process([int(os.environ["BENCH_CORE"])])
-    model.fit(x[:batch * 5], y[:batch * 5], batch_size=batch, verbose=0, seed=0)  # warm-up
-    if os.environ.get("BENCH_BARRIER"):
-        file_barrier(os.environ["BENCH_BARRIER"])
-    strategy.barrier()
-    start = time.perf_counter()
-    model.fit(x, y, batch_size=batch, epochs=1, verbose=0, seed=0)
-    strategy.barrier()
-    seconds = time.perf_counter() - start
-    if strategy.is_chief:
-        sys.stdout.write("RESULT " + json.dumps({"samples_per_s": n / seconds}) + "\n")
+    return mirrorfit.losses.SparseCategoricalCrossentropy(from_logits=True)
 
 
-def raw_child(name: str, per_replica: int) -> None:
-    """Plain torch under torchrun: DDP over gloo, the same batches as ``child``."""
-    import torch
-    import torch.distributed as dist
-    from torch.nn.parallel import DistributedDataParallel
+def lockstep_job(name: str, per_replica: int, rounds: int) -> None:
+    """Runs in each of the 2 workers; the chief prints every round's samples/s."""
+    model = MODELS[name]  # segments of about the same length at any batch
+    job = Lockstep(name, per_replica, max(2, model["steps"] * model["batch"] // per_replica))
+    for kind in KINDS:  # warm-up
+        job.segment(kind)
+    rates: dict[str, list[float]] = {k: [] for k in KINDS}
+    for r in range(rounds):
+        j = r % len(KINDS)
+        for kind in KINDS[j:] + KINDS[:j]:
+            rates[kind].append(job.segment(kind))
+    if job.strategy.is_chief:
+        sys.stdout.write("RESULT " + json.dumps(rates) + "\n")
 
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo")
-    rank, world = dist.get_rank(), dist.get_world_size()
-    steps, batch = MODELS[name]["steps"], per_replica * world
-    x, y = (torch.from_numpy(a) for a in mnist(steps * batch))
-    torch.manual_seed(0)
-    model = DistributedDataParallel(build(name))
-    opt = (torch.optim.Adam(model.parameters(), 1e-3) if name == "mlp"
-           else torch.optim.SGD(model.parameters(), 0.01))
 
-    def step(i: int) -> None:
-        lo = i * batch + rank * per_replica
-        loss = torch.nn.functional.cross_entropy(model(x[lo:lo + per_replica]),
-                                                 y[lo:lo + per_replica])
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-
-    for i in range(5):
-        step(i)
-    dist.barrier()
-    start = time.perf_counter()
-    for i in range(steps):
-        step(i)
-    dist.barrier()
-    if rank == 0:
-        sps = steps * batch / (time.perf_counter() - start)
-        sys.stdout.write("RESULT " + json.dumps({"samples_per_s": sps}) + "\n")
-    dist.destroy_process_group()
+def run_job(name: str, per_replica: int, rounds: int) -> dict[str, list[float]]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MIRRORFIT_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, __file__, "--job", name, str(per_replica),
+                           str(rounds)], capture_output=True, text=True, env=env, timeout=1800)
+    if proc.returncode != 0:
+        raise RuntimeError(f"the benchmark job for {name} failed:\n{proc.stderr[-3000:]}")
+    line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT "))
+    return json.loads(line[7:])  # type: ignore[no-any-return]
 
 
 def bound() -> bool:
@@ -166,90 +195,47 @@ def bound() -> bool:
             and cpu_slice(sorted(os.sched_getaffinity(0)), 0, 2, 1) is not None)
 
 
-def start(name: str, replicas: int, per_replica: int, barrier: str = "",
-          core: int = 0) -> subprocess.Popen:
-    """A mirrorfit job. Bound (unless ``MIRRORFIT_CPU_BIND=0``): mirrorfit binds each of
-    its 2 workers to a core; a 1-replica job is bound here, to ``core``."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MIRRORFIT_NUM_THREADS": "1",
-           "BENCH_BARRIER": barrier}
-    if replicas == 1 and bound():
-        env["BENCH_CORE"] = str(core)
-    return subprocess.Popen([sys.executable, __file__, "--child", name, str(replicas),
-                             str(per_replica)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env)
-
-
-def result(proc: subprocess.Popen) -> float:
-    out, err = proc.communicate(timeout=600)
-    if proc.returncode != 0:
-        raise RuntimeError(f"a benchmark job failed:\n{err[-3000:]}")
-    line = next(ln for ln in out.splitlines() if ln.startswith("RESULT "))
-    return float(json.loads(line[7:])["samples_per_s"])
-
-
-def measure(kind: str, name: str, per_replica: int) -> float:
-    """Samples/s of one run of ``kind`` (both jobs together for "2 alone")."""
-    if kind == "2 raw DDP":
-        env = {**os.environ, "OMP_NUM_THREADS": "1"}
-        return result(subprocess.Popen(
-            [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
-             "2", __file__, "--raw", name, str(per_replica)], stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, text=True, env=env))
-    if kind != "2 alone":
-        return result(start(name, 1 if kind == "1 worker" else 2, per_replica, core=0))
-    with tempfile.TemporaryDirectory() as folder:
-        procs = [start(name, 1, per_replica, f"{folder}:2", core=i) for i in range(2)]
-        return sum(result(p) for p in procs)
+def report(rows: list[tuple[str, int, dict[str, list[float]]]], rounds: int) -> None:
+    print(f"\nModel.fit, 1 thread per worker, lockstep: medians of {rounds} rounds "
+          f"({os.cpu_count()} cores; workers bound to cores: {'yes' if bound() else 'no'})")
+    print(f"{'model':<10}{'batch/replica':>14}{'1 worker':>10}{'2 workers':>11}{'2 alone':>9}"
+          f"{'efficiency':>12}{'host ceiling':>14}{'of ceiling':>12}{'raw DDP eff':>13}")
+    med = statistics.median
+    for name, batch, rates in rows:
+        one, two, alone, raw = (rates[k] for k in KINDS)
+        eff = [t / (2 * o) for o, t in zip(one, two, strict=True)]
+        print(f"{name:<10}{batch:>14}{med(one):>10.0f}{med(two):>11.0f}{med(alone):>9.0f}"
+              f"{med(eff):>12.2f}{med(a / (2 * o) for o, a in zip(one, alone, strict=True)):>14.2f}"
+              f"{med(t / a for t, a in zip(two, alone, strict=True)):>12.2f}"
+              f"{med(r / (2 * o) for o, r in zip(one, raw, strict=True)):>13.2f}")
+    print("(samples/s; efficiency = 2 workers / (2 x 1 worker), host ceiling = 2 alone / "
+          "(2 x 1 worker), of ceiling = 2 workers / 2 alone: each the median of the rounds' "
+          "ratios)")
+    for name, _, rates in rows:
+        print(f"{name}: efficiency of each round: " + " ".join(
+            f"{t / (2 * o):.2f}" for o, t in zip(rates[KINDS[0]], rates[KINDS[1]], strict=True)))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=12)
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     parser.add_argument("--batch", type=int, default=None,
                         help="per-replica batch for every model (default: mlp 64, cnns 128)")
-    parser.add_argument("--raw", action="store_true", help="also time plain torch DDP")
     parser.add_argument("--no-bind", action="store_true",
                         help="leave every process's placement to the OS (MIRRORFIT_CPU_BIND=0)")
-    parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
-    args, rest = parser.parse_known_args()
-    if args.child:
-        child(args.child[0], int(args.child[1]), int(args.child[2]))
-        return
-    if args.raw and len(rest) == 2:  # a worker started by torchrun
-        raw_child(rest[0], int(rest[1]))
+    parser.add_argument("--job", nargs=3, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.job:
+        lockstep_job(args.job[0], int(args.job[1]), int(args.job[2]))
         return
     if args.no_bind:
         os.environ["MIRRORFIT_CPU_BIND"] = "0"
-    kinds = KINDS if args.raw else KINDS[:3]
-    load_before = os.getloadavg()
     rows = []
     for name in args.models:
         batch = args.batch or MODELS[name]["batch"]
-        rates: dict[str, list[float]] = {k: [] for k in kinds}
-        for r in range(args.repeats):
-            j = r % len(kinds)
-            for kind in kinds[j:] + kinds[:j]:  # rotate the order
-                rates[kind].append(measure(kind, name, batch))
-        one, two, alone = (statistics.median(rates[k]) for k in KINDS[:3])
-        raw = statistics.median(rates[KINDS[3]]) if args.raw else float("nan")
-        rounds = [t / (2 * o) for o, t in zip(rates[KINDS[0]], rates[KINDS[1]], strict=True)]
-        rows.append((name, batch, one, two, alone, raw, rounds))
-    load_after = os.getloadavg()
-    print(f"\nModel.fit, 1 thread per worker, medians of {args.repeats} rotating runs; "
-          f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f} "
-          f"({os.cpu_count()} cores); processes bound to cores: {'yes' if bound() else 'no'}")
-    print(f"{'model':<10}{'batch/replica':>14}{'1 worker':>10}{'2 workers':>11}{'2 alone':>9}"
-          f"{'efficiency':>12}{'host ceiling':>14}{'of ceiling':>12}{'raw DDP eff':>13}")
-    for name, batch, one, two, alone, raw, _ in rows:
-        print(f"{name:<10}{batch:>14}{one:>10.0f}{two:>11.0f}{alone:>9.0f}"
-              f"{two / (2 * one):>12.2f}{alone / (2 * one):>14.2f}{two / alone:>12.2f}"
-              f"{raw / (2 * one):>13.2f}")
-    print("(samples/s; efficiency = 2 workers / (2 x 1 worker); host ceiling = 2 alone / "
-          "(2 x 1 worker); of ceiling = 2 workers / 2 alone)")
-    for name, *_, rounds in rows:  # a slowed vCPU shows as one low round
-        print(f"{name}: efficiency of each round (its 2-worker run against its 1-worker run): "
-              + " ".join(f"{e:.2f}" for e in rounds))
+        rows.append((name, batch, run_job(name, batch, args.rounds)))
+    report(rows, args.rounds)
 
 
 if __name__ == "__main__":
