@@ -34,6 +34,7 @@ SIZES = (1, 2, 4, 1024, 34_826, 1_199_882)  # floats: ... the convnet's, the lar
 
 def worker(rank: int, port: int, rounds: int, steps: int, out: mp.Queue) -> None:
     from mirrorfit.cluster.threads import configure_cpu, pin_process
+    from mirrorfit.strategies.process_group import teardown
 
     pin_process([rank])
     configure_cpu(1)  # one thread, and mirrorfit's malloc settings
@@ -42,7 +43,7 @@ def worker(rank: int, port: int, rounds: int, steps: int, out: mp.Queue) -> None
     x, y = (torch.from_numpy(a) for a in scaling.mnist(128 * steps))
     torch.manual_seed(0)
     net = scaling.build("cnn")
-    ddp = torch.nn.parallel.DistributedDataParallel(net)
+    modules = {"free": net, "tick": net, "ddp": torch.nn.parallel.DistributedDataParallel(net)}
     opt = torch.optim.SGD(net.parameters(), 0.01)
     one = torch.zeros(1)
 
@@ -51,8 +52,8 @@ def worker(rank: int, port: int, rounds: int, steps: int, out: mp.Queue) -> None
     def step(i: int, kind: str) -> None:
         begin = time.perf_counter()
         lo = i * 128
-        module = ddp if kind == "ddp" else net
-        torch.nn.functional.cross_entropy(module(x[lo:lo + 128]), y[lo:lo + 128]).backward()
+        loss = torch.nn.functional.cross_entropy(modules[kind](x[lo:lo + 128]), y[lo:lo + 128])
+        loss.backward()
         if kind == "tick":
             dist.all_reduce(one)
         opt.step()
@@ -72,8 +73,8 @@ def worker(rank: int, port: int, rounds: int, steps: int, out: mp.Queue) -> None
     latency = {n: _all_reduce_latency(n) for n in SIZES}
     if rank == 0:
         out.put((times, latency, alone[steps:]))
-    dist.barrier()
-    dist.destroy_process_group()
+    modules.clear()  # no DDP wrapper may outlive the group (TORCH-NOTES trap 1)
+    teardown()
 
 
 def _all_reduce_latency(n: int, repeats: int = 100) -> float:
