@@ -195,25 +195,29 @@ def bound() -> bool:
             and cpu_slice(sorted(os.sched_getaffinity(0)), 0, 2, 1) is not None)
 
 
+def _ratios(num: list[float], den: list[float], scale: float = 1.0) -> list[float]:
+    """Each round's ``num / (scale x den)``."""
+    return [n / (scale * d) for n, d in zip(num, den, strict=True)]
+
+
 def report(rows: list[tuple[str, int, dict[str, list[float]]]], rounds: int) -> None:
     print(f"\nModel.fit, 1 thread per worker, lockstep: medians of {rounds} rounds "
           f"({os.cpu_count()} cores; workers bound to cores: {'yes' if bound() else 'no'})")
     print(f"{'model':<10}{'batch/replica':>14}{'1 worker':>10}{'2 workers':>11}{'2 alone':>9}"
           f"{'efficiency':>12}{'host ceiling':>14}{'of ceiling':>12}{'raw DDP eff':>13}")
     med = statistics.median
+    efficiencies = []
     for name, batch, rates in rows:
         one, two, alone, raw = (rates[k] for k in KINDS)
-        eff = [t / (2 * o) for o, t in zip(one, two, strict=True)]
+        efficiencies.append((name, _ratios(two, one, 2)))
         print(f"{name:<10}{batch:>14}{med(one):>10.0f}{med(two):>11.0f}{med(alone):>9.0f}"
-              f"{med(eff):>12.2f}{med(a / (2 * o) for o, a in zip(one, alone, strict=True)):>14.2f}"
-              f"{med(t / a for t, a in zip(two, alone, strict=True)):>12.2f}"
-              f"{med(r / (2 * o) for o, r in zip(one, raw, strict=True)):>13.2f}")
+              f"{med(efficiencies[-1][1]):>12.2f}{med(_ratios(alone, one, 2)):>14.2f}"
+              f"{med(_ratios(two, alone)):>12.2f}{med(_ratios(raw, one, 2)):>13.2f}")
     print("(samples/s; efficiency = 2 workers / (2 x 1 worker), host ceiling = 2 alone / "
           "(2 x 1 worker), of ceiling = 2 workers / 2 alone: each the median of the rounds' "
           "ratios)")
-    for name, _, rates in rows:
-        print(f"{name}: efficiency of each round: " + " ".join(
-            f"{t / (2 * o):.2f}" for o, t in zip(rates[KINDS[0]], rates[KINDS[1]], strict=True)))
+    for name, eff in efficiencies:
+        print(f"{name}: efficiency of each round: " + " ".join(f"{e:.2f}" for e in eff))
 
 
 def main() -> None:
