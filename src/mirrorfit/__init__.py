@@ -11,7 +11,17 @@ Example:
 
 from __future__ import annotations
 
-from mirrorfit import callbacks, data, datasets, losses, metrics, optimizers, scaling
+from mirrorfit import (
+    callbacks,
+    data,
+    datasets,
+    losses,
+    metrics,
+    mixed_precision,
+    optimizers,
+    scaling,
+)
+from mirrorfit._version import __version__
 from mirrorfit.devices import list_devices
 from mirrorfit.model import Model
 from mirrorfit.saving import load_model, restore_or_create
@@ -24,8 +34,6 @@ from mirrorfit.strategies import (
     Strategy,
     get_strategy,
 )
-
-__version__ = "0.1.0"
 
 __all__ = [
     "MirroredStrategy",
@@ -42,6 +50,7 @@ __all__ = [
     "load_model",
     "losses",
     "metrics",
+    "mixed_precision",
     "multi_gpu_model",
     "optimizers",
     "restore_or_create",

@@ -16,14 +16,19 @@ import torch
 from torch import nn
 
 from mirrorfit import losses as losses_mod
+from mirrorfit import mixed_precision
 from mirrorfit import optimizers as optimizers_mod
 from mirrorfit.callbacks.callback import Callback
 from mirrorfit.callbacks.callback_list import CallbackList
 from mirrorfit.callbacks.history import History
 from mirrorfit.callbacks.progbar_logger import ProgbarLogger, format_logs
+from mirrorfit.checkpoint import model_file
 from mirrorfit.model_inputs import fit_streams, stream_for
-from mirrorfit.strategies import consistency, context, process_group
+from mirrorfit.strategies import consistency, context
+from mirrorfit.strategies.default import get_strategy
+from mirrorfit.strategies.setup import Clipping
 from mirrorfit.strategies.strategy import Strategy
+from mirrorfit.trainer.context import TrainingContext
 from mirrorfit.trainer.steps import Steps
 from mirrorfit.trainer.trainer import Trainer
 
@@ -48,22 +53,26 @@ class Model:
         if not isinstance(module, nn.Module):
             raise TypeError(f"Model wraps a torch.nn.Module; received {type(module).__name__}.")
         self.module = module
-        self._strategy: Strategy | None = context.get_strategy() if context.has_strategy() else None
+        self._strategy: Strategy | None = context.current()
         self._trainer: Trainer | None = None
-        self.stop_training = False
+        self._stop_training = False  # before compile; then the training context holds it
         self.history: History | None = None
-        self._compile_args: dict[str, Any] | None = None  # what Model.save can record
-        self._fit_callbacks: CallbackList | None = None  # what BackupAndRestore captures
 
     @property
     def strategy(self) -> Strategy:
         """The strategy the model is bound to (the default one-device strategy if none)."""
-        return self._strategy if self._strategy is not None else context.get_strategy()
+        return self._strategy if self._strategy is not None else get_strategy()
 
     # --- compile ------------------------------------------------------------------------
     def compile(self, optimizer: Any = "rmsprop", loss: Any = None,
-                metrics: Sequence[Any] | None = None, *, steps_per_update: int = 1) -> None:
+                metrics: Sequence[Any] | None = None, *, steps_per_update: int = 1,
+                jit_compile: bool = False, clipnorm: float | None = None,
+                clipvalue: float | None = None, global_clipnorm: float | None = None) -> None:
         """Choose the optimizer, loss and metrics (Keras names or torch objects).
+
+        The strategy in scope sets the module up (places, wraps or shards it) and points
+        the optimizer at the parameters it produced; the precision policy is
+        ``mirrorfit.mixed_precision.global_policy()`` unless the strategy names one.
 
         Args:
             optimizer: 'adam', 'sgd', 'rmsprop', … or a ``torch.optim.Optimizer``.
@@ -72,39 +81,67 @@ class Model:
             metrics: e.g. ``["accuracy"]``.
             steps_per_update: accumulate gradients over this many batches per
                 optimizer step (no all-reduce in between).
+            jit_compile: run the module under ``torch.compile`` (Keras's name); it pays
+                on GPUs, seldom on small CPU models.
+            clipnorm, clipvalue, global_clipnorm: Keras's gradient clipping, on the
+                global gradient (also read from the optimizer's attributes of the
+                same names).
 
         Raises:
-            ValueError: an unknown optimizer, loss or metric name.
+            ValueError: an unknown optimizer, loss, metric or policy name, or bad
+                clipping values.
         """
         if context.has_strategy():
-            self._strategy = context.get_strategy()
+            self._strategy = context.current()
         if loss is None:
             raise ValueError("compile() needs a loss, e.g. loss='sparse_categorical_crossentropy'.")
         if not isinstance(steps_per_update, int) or steps_per_update < 1:
             raise ValueError(f"steps_per_update must be an integer >= 1, received "
                              f"{steps_per_update!r}.")
+        clipping = _clipping(optimizer, clipnorm, clipvalue, global_clipnorm)
         strategy = self.strategy
         loss_fn = losses_mod.get(loss)
         metric_list = list(metrics or [])
+        policy = mixed_precision.global_policy().name
         consistency.check_compile(strategy, self.module, optimizer, loss_fn, metric_list,
                                   steps_per_update)
-        wrapped = strategy.setup_module(self.module)
         opt = optimizers_mod.get(optimizer, self.module.parameters())
-        steps = Steps(self.module, wrapped, opt, loss_fn, strategy.device,
-                      strategy.num_replicas_in_sync)
-        self._trainer = Trainer(self, steps, metric_list, steps_per_update)
-        self._compile_args = {"optimizer": optimizer, "loss": loss, "metrics": metric_list,
-                              "steps_per_update": steps_per_update}
-        if wrapped is not self.module:
-            process_group.on_teardown(self._release_wrapper)
-
-    def _release_wrapper(self) -> None:
-        if self._trainer is not None:
-            self._trainer.steps.wrapped = self.module
+        setup = strategy.setup(self.module, opt, precision=policy, clipping=clipping,
+                               jit_compile=bool(jit_compile))
+        args = {"optimizer": optimizer, "loss": loss, "metrics": metric_list,
+                "steps_per_update": steps_per_update, "jit_compile": bool(jit_compile)}
+        self._trainer = Trainer(Steps(setup, strategy, loss_fn), metric_list, steps_per_update,
+                                args)
 
     @property
     def optimizer(self) -> torch.optim.Optimizer:
+        """The optimizer the strategy set up (built on the parameters it produced)."""
         return self._compiled().steps.optimizer
+
+    @property
+    def compiled(self) -> bool:
+        """True once :meth:`compile` ran (Keras's attribute)."""
+        return self._trainer is not None
+
+    @property
+    def training_context(self) -> TrainingContext:
+        """What callbacks and checkpoints use: strategy, setup, position, state.
+
+        Raises:
+            RuntimeError: the model is not compiled.
+        """
+        return self._compiled().context
+
+    @property
+    def stop_training(self) -> bool:
+        """Set True (in a callback) to stop ``fit``; every replica agrees on it."""
+        return self._trainer.context.stop_training if self._trainer else self._stop_training
+
+    @stop_training.setter
+    def stop_training(self, value: bool) -> None:
+        self._stop_training = bool(value)
+        if self._trainer is not None:
+            self._trainer.context.stop_training = bool(value)
 
     def _compiled(self) -> Trainer:
         if self._trainer is None:
@@ -141,8 +178,6 @@ class Model:
         self.history = History()
         cbs = self._callbacks(callbacks, verbose, epochs, stream, steps_per_epoch)
         self._agree_on_reporting(cbs)
-        self._fit_callbacks = cbs
-        self.stop_training = False
         trainer.fit(stream, epochs=epochs, initial_epoch=initial_epoch, callbacks=cbs,
                     val=(val, validation_freq) if val is not None else None,
                     verbose=cbs.params["verbose"],
@@ -205,8 +240,10 @@ class Model:
 
     # --- weights ------------------------------------------------------------------------
     def get_weights(self) -> list[np.ndarray]:
-        """Parameters and buffers as numpy arrays, in ``state_dict`` order."""
-        return [t.detach().cpu().numpy().copy() for t in self.module.state_dict().values()]
+        """Parameters and buffers of the whole model as numpy arrays, in ``state_dict``
+        order, on every rank (gathered where the strategy shards or splits them)."""
+        state = self.strategy.full_state_dict(self.module)
+        return [t.detach().cpu().numpy().copy() for t in state.values()]
 
     def set_weights(self, weights: Sequence[np.ndarray]) -> None:
         """Assign arrays in the order :meth:`get_weights` returns them.
@@ -214,7 +251,7 @@ class Model:
         Raises:
             ValueError: a count or shape that does not match, naming the tensor.
         """
-        state = self.module.state_dict()
+        state = self.strategy.full_state_dict(self.module)
         if len(weights) != len(state):
             raise ValueError(f"set_weights expected {len(state)} arrays, received {len(weights)}.")
         new = {}
@@ -224,17 +261,16 @@ class Model:
                 raise ValueError(f"set_weights: {name} has shape {tuple(old.shape)}, received an "
                                  f"array of shape {tuple(t.shape)}.")
             new[name] = t.to(dtype=old.dtype)
-        self.module.load_state_dict(new)
+        self.strategy.load_full_state_dict(self.module, new)
 
-    # --- state and saving (mechanics in mirrorfit.checkpoint and mirrorfit.saving) ----------
+    # --- state and saving (mechanics in mirrorfit.checkpoint) --------------------------------
     def state_dict(self) -> dict[str, Any]:
-        """Module weights; once compiled also the optimizer state and the trainer's
-        position (epoch, step, data seed, running metrics). Live tensors, not copies."""
-        state: dict[str, Any] = {"module": self.module.state_dict()}
-        if self._trainer is not None:
-            state["optimizer"] = self._trainer.steps.optimizer.state_dict()
-            state["trainer"] = self._trainer.state_dict()
-        return state
+        """Module weights; once compiled also the optimizer state, the precision policy's
+        (loss scale) and the trainer's position (epoch, step, data seed, running
+        metrics). Live tensors, not copies."""
+        if self._trainer is None:
+            return {"module": self.module.state_dict()}
+        return self._trainer.context.state_dict()
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state_dict` output; everything is checked before anything loads.
@@ -244,20 +280,19 @@ class Model:
         """
         from mirrorfit.checkpoint.state import load_model_state
 
-        load_model_state(self, state, "the state dict")
+        load_model_state(self.module, self._trainer.context if self._trainer else None, state,
+                         "the state dict")
 
     def save(self, filepath: str | os.PathLike[str], include_optimizer: bool = True) -> None:
         """Write weights, optimizer state and Keras-name compile arguments to ``filepath``
-        (atomically, chief only; not collective). Reload with :func:`mirrorfit.load_model`."""
-        from mirrorfit import saving
-
-        saving.save_model(self, filepath, include_optimizer)
+        (atomically, one consolidated file written by the chief; collective when the
+        strategy shards the model). Reload with :func:`mirrorfit.load_model`."""
+        model_file.save_model(self.strategy, self.module, self._context(), filepath,
+                              include_optimizer)
 
     def save_weights(self, filepath: str | os.PathLike[str]) -> None:
         """Write the module's weights to ``filepath`` (atomically, chief only)."""
-        from mirrorfit import saving
-
-        saving.save_weights(self, filepath)
+        model_file.save_weights(self.strategy, self.module, filepath)
 
     def load_weights(self, filepath: str | os.PathLike[str]) -> None:
         """Load weights (and optimizer state, if saved and compiled) from ``filepath``.
@@ -265,9 +300,21 @@ class Model:
         Raises:
             CheckpointError: a corrupt, unsafe, incompatible or mismatched file.
         """
-        from mirrorfit import saving
+        model_file.load_weights(self.strategy, self.module, self._context(), filepath)
 
-        saving.load_weights(self, filepath)
+    def _context(self) -> TrainingContext | None:
+        return self._trainer.context if self._trainer is not None else None
+
+
+def _clipping(optimizer: Any, clipnorm: float | None, clipvalue: float | None,
+              global_clipnorm: float | None) -> Clipping:
+    """compile's clipping arguments, else those an optimizer object carries (Keras's
+    optimizers take clipnorm, clipvalue and global_clipnorm)."""
+    if clipnorm is None and clipvalue is None and global_clipnorm is None:
+        clipnorm = getattr(optimizer, "clipnorm", None)
+        clipvalue = getattr(optimizer, "clipvalue", None)
+        global_clipnorm = getattr(optimizer, "global_clipnorm", None)
+    return Clipping(clipnorm, clipvalue, global_clipnorm)
 
 
 def _verbose(verbose: int | str) -> int:

@@ -33,13 +33,13 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import torch
 from torch.optim import Optimizer
 
-__all__ = ["Params", "get"]
+__all__ = ["Params", "get", "rebind"]
 
 Params = Iterable[torch.Tensor] | Iterable[dict[str, Any]]
 """What ``torch.optim`` accepts: tensors, or parameter-group dicts."""
@@ -169,3 +169,43 @@ def get(identifier: str | Optimizer | type[Optimizer] | Callable[..., Optimizer]
         return _build(label, identifier, params, renamed)
     raise TypeError(f"Could not interpret optimizer identifier: received {identifier!r}; "
                     f"expected a name, a torch.optim.Optimizer or a factory fn(params).")
+
+
+def rebind(optimizer: Optimizer, before: Mapping[int, str],
+           after: Mapping[str, torch.Tensor]) -> Optimizer:
+    """Point ``optimizer`` at the parameters a strategy produced, in place.
+
+    A strategy may replace a module's parameter objects (sharding swaps them for
+    sharded ones; a pipeline stage keeps only its own). An optimizer built before
+    would then update tensors that no longer train. Each parameter is found by its
+    name: ``before`` maps ``id(old parameter)`` to its name, ``after`` maps names to
+    the parameters now in the module; parameters absent from ``after`` (another
+    stage's) leave their group. The optimizer object stays the same, with its
+    groups, hyper-parameters and hooks.
+
+    Returns:
+        ``optimizer``.
+
+    Raises:
+        ValueError: the optimizer holds a tensor that is not a parameter of the module,
+            or already has state (rebinding would lose it).
+    """
+    olds = [p for group in optimizer.param_groups for p in group["params"]]
+    if all(after.get(before.get(id(p), "")) is p for p in olds):
+        return optimizer  # nothing moved (the common case: .to() keeps parameter objects)
+    if optimizer.state:
+        raise ValueError(f"The {type(optimizer).__name__} already holds state for the old "
+                         "parameters; compile the model before training it by hand, or pass "
+                         "an optimizer name.")
+    for group in optimizer.param_groups:
+        fresh = []
+        for p in group["params"]:
+            name = before.get(id(p))
+            if name is None:
+                raise ValueError(f"The {type(optimizer).__name__} passed to compile holds a "
+                                 f"tensor of shape {tuple(p.shape)} that is not a parameter of "
+                                 "the model; build it from model.module.parameters().")
+            if name in after:
+                fresh.append(after[name])
+        group["params"] = fresh
+    return optimizer

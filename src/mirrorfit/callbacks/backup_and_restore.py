@@ -10,9 +10,10 @@ from typing import Any
 from mirrorfit.callbacks.callback import Callback, Logs
 from mirrorfit.callbacks.model_checkpoint import check_save_freq
 from mirrorfit.checkpoint import atomic
-from mirrorfit.checkpoint.io import load_checkpoint
 from mirrorfit.checkpoint.state import capture_training_state, restore_training_state
 from mirrorfit.checkpoint.writer import CheckpointWriter
+from mirrorfit.strategies.capabilities import ShardedState
+from mirrorfit.trainer.context import TrainingContext
 
 BACKUP_NAME = "backup.pt"
 
@@ -30,6 +31,8 @@ class BackupAndRestore(Callback):
 
     The chief writes ``backup_dir/backup.pt`` atomically (a crash mid-save
     leaves the previous backup loadable); the other workers wait at a barrier.
+    Under a strategy that shards the state, ``backup.pt`` is a folder that every
+    worker writes its shards into (``torch.distributed.checkpoint``), also atomically.
     On ``fit`` start every worker loads it (``backup_dir`` must be visible to all
     workers) onto its own device. Callbacks listed *after* this one that reset
     their state in ``on_train_begin`` must honour a ``load_state_dict`` made just
@@ -66,17 +69,16 @@ class BackupAndRestore(Callback):
 
     # --- hooks --------------------------------------------------------------------------
     def on_train_begin(self, logs: Logs | None = None) -> None:
-        assert self.model is not None
-        strategy = self.model.strategy
+        context = self._context()
+        strategy = context.strategy
         exists = None
         if strategy.is_chief:
             atomic.remove_stale_temps(self.path)  # a writer killed mid-save left these
-            exists = self.path.is_file()
+            exists = self.path.exists()
         self._has_backup = bool(strategy.broadcast_object(exists))
         if self._has_backup:  # every worker takes the same branch
-            state = load_checkpoint(self.path, ("backup",), map_location=strategy.device)
-            restore_training_state(self.model, state, self._callbacks(),
-                                   repr(str(self.path)))
+            state = strategy.load_checkpoint(self.path, ("backup",), self._template(context))
+            restore_training_state(context, state, context.callbacks, repr(str(self.path)))
             if strategy.is_chief:
                 print(_resume_message(self.path, state, strategy.num_replicas_in_sync),
                       flush=True)
@@ -92,8 +94,9 @@ class BackupAndRestore(Callback):
         if self.save_freq == "epoch":
             return
         self._since_save += 1
-        trainer = self._trainer()
-        if self._since_save >= int(self.save_freq) and trainer.step % trainer.steps_per_update == 0:
+        context = self._context()
+        if (self._since_save >= int(self.save_freq)
+                and context.step % context.steps_per_update == 0):
             self._save()
 
     def on_train_end(self, logs: Logs | None = None) -> None:
@@ -120,26 +123,27 @@ class BackupAndRestore(Callback):
 
     # --- helpers ------------------------------------------------------------------------
     def _save(self) -> None:
-        assert self.model is not None
-        state = capture_training_state(self.model, self._callbacks())  # collective
-        if state is not None:  # the chief
-            self._writer.save(state, self.path, "backup")
-        self.model.strategy.barrier()
+        context = self._context()
+        state = capture_training_state(context, context.callbacks or [self])  # collective
+        context.strategy.save_checkpoint(state or {}, self.path, "backup", self._writer)
         self._since_save = 0
         self._last_position = self._position()
         self._has_backup = True
 
-    def _trainer(self) -> Any:
+    def _context(self) -> TrainingContext:
         assert self.model is not None
-        return self.model._compiled()
+        return self.model.training_context
+
+    @staticmethod
+    def _template(context: TrainingContext) -> dict[str, Any] | None:
+        """What a sharded strategy loads the backup into (its own state's layout)."""
+        if not isinstance(context.strategy, ShardedState):
+            return None  # one file, read whole
+        return capture_training_state(context, context.callbacks)
 
     def _position(self) -> tuple[int, int]:
-        trainer = self._trainer()
-        return trainer.epoch, trainer.step
-
-    def _callbacks(self) -> list[Callback]:
-        assert self.model is not None
-        return list(self.model._fit_callbacks or [self])
+        context = self._context()
+        return context.epoch, context.step
 
     def state_dict(self) -> dict[str, Any]:
         return {}

@@ -2,12 +2,31 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from mirrorfit.model import Model
+    import numpy as np
+    import torch
+
+    from mirrorfit.strategies.strategy import Strategy
+    from mirrorfit.trainer.context import TrainingContext
 
 Logs = dict[str, float]
+
+
+class TrainableModel(Protocol):
+    """What a callback sees of :class:`mirrorfit.Model` (its public face)."""
+
+    stop_training: bool
+
+    @property
+    def strategy(self) -> Strategy: ...
+    @property
+    def optimizer(self) -> torch.optim.Optimizer: ...
+    @property
+    def training_context(self) -> TrainingContext: ...
+    def get_weights(self) -> list[np.ndarray]: ...
+    def set_weights(self, weights: Any) -> None: ...
 
 
 class Callback:
@@ -28,10 +47,10 @@ class Callback:
     batch_logs: bool = False
 
     def __init__(self) -> None:
-        self.model: Model | None = None
+        self.model: TrainableModel | None = None
         self.params: dict[str, Any] = {}
 
-    def set_model(self, model: Model) -> None:
+    def set_model(self, model: TrainableModel) -> None:
         self.model = model
 
     def set_params(self, params: dict[str, Any]) -> None:

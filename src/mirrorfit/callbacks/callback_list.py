@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from mirrorfit.callbacks.callback import Callback, Logs
-
-if TYPE_CHECKING:
-    from mirrorfit.model import Model
+from mirrorfit.callbacks.callback import Callback, Logs, TrainableModel
 
 _HOOKS = [
     "on_train_begin", "on_train_end", "on_epoch_begin", "on_epoch_end",
@@ -21,7 +18,7 @@ _HOOKS = [
 class CallbackList(Callback):
     """A callback that forwards every hook to a list of callbacks."""
 
-    def __init__(self, callbacks: Iterable[Callback] | None, model: Model,
+    def __init__(self, callbacks: Iterable[Callback] | None, model: TrainableModel,
                  params: dict[str, Any]) -> None:
         super().__init__()
         self.params = params

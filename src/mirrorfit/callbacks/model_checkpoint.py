@@ -9,9 +9,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from mirrorfit import saving
 from mirrorfit.callbacks.callback import Callback, Logs
-from mirrorfit.checkpoint import atomic
+from mirrorfit.checkpoint import atomic, model_file
 from mirrorfit.checkpoint.writer import CheckpointWriter
 
 _MAX_HINTS = ("acc", "auc", "precision", "recall", "fmeasure", "f1")
@@ -102,12 +101,14 @@ class ModelCheckpoint(Callback):
         if self.save_best_only and not self._improved(logs, strategy.is_chief):
             return
         path = self.format_path(epoch, batch, logs)
+        stale = self._remember(path)
+        context = self.model.training_context
+        if self.save_weights_only:  # collective where the strategy gathers shards
+            content, kind = model_file.weights_content(strategy, context.module), "weights"
+        else:
+            content = model_file.model_content(strategy, context.module, context)
+            kind = "model"
         if strategy.is_chief:
-            stale = self._remember(path)
-            if self.save_weights_only:
-                content, kind = saving.weights_content(self.model), "weights"
-            else:
-                content, kind = saving.model_content(self.model), "model"
             self._writer.save(content, path, kind, then=lambda: _remove_all(stale))
             if self.verbose:
                 print(f"\nEpoch {epoch + 1}: saving model to {path}", flush=True)

@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 
+from mirrorfit._version import __version__
 from mirrorfit.checkpoint.atomic import atomic_save
 from mirrorfit.checkpoint.errors import (
     CorruptCheckpointError,
@@ -44,8 +45,6 @@ def header(kind: str) -> dict[str, Any]:
     """The header stored in every checkpoint of ``kind``."""
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, received {kind!r}.")
-    from mirrorfit import __version__
-
     return {"format_version": FORMAT_VERSION, "kind": kind, "mirrorfit_version": __version__,
             "torch_version": torch.__version__.split("+")[0]}
 

@@ -12,84 +12,97 @@ What a backup holds, and why each piece is needed for an exact resume:
 - ``rng``: every rank's global RNG states (rank ``r`` restores its own; on a
   different replica count, ranks beyond the saved ones take rank 0's).
 
-DDP keeps weights and optimizer state replicated, so the chief's copy is the
-whole state and one file written by one process is enough (no
-``torch.distributed.checkpoint`` needed for data parallelism).
+The strategy lays the module and optimizer parts out: replicated (DDP) state is
+whole on the chief, which writes one file; a strategy with ``ShardedState`` gives
+every rank its shards, and every rank writes its part through
+``torch.distributed.checkpoint`` (``Strategy.save_checkpoint``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 from torch import nn
 
-from mirrorfit.callbacks.callback import Callback
 from mirrorfit.checkpoint import rng
 from mirrorfit.checkpoint.errors import MismatchedCheckpointError
 
 if TYPE_CHECKING:
-    from mirrorfit.model import Model
+    from mirrorfit.trainer.context import TrainingContext
+
+
+class Stateful(Protocol):
+    def state_dict(self) -> dict[str, Any]: ...
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 _SHOWN = 5  # names listed in a mismatch message
 
 
-def capture_training_state(model: Model, callbacks: Iterable[Callback]) -> dict[str, Any] | None:
-    """Everything needed to resume ``model``'s ``fit`` at the current step.
+def capture_training_state(context: TrainingContext,
+                           callbacks: Iterable[Stateful]) -> dict[str, Any] | None:
+    """Everything needed to resume ``fit`` at the current step.
 
     Collective: call it on every replica at the same point. Returns the state on
-    the chief and None elsewhere (the chief writes it).
+    the ranks that write a part of the checkpoint (``strategy.writes_checkpoint``:
+    the chief when the state is replicated, every rank when it is sharded) and None
+    elsewhere.
     """
-    strategy = model.strategy
-    trainer = model._compiled()
-    tracker = _global_tracker_state(model)
+    strategy = context.strategy
+    tracker = _global_tracker_state(context)
     rngs = strategy.all_gather_object(rng.capture())
-    if not strategy.is_chief:
+    if not strategy.writes_checkpoint:
         return None
-    state = model.state_dict()
+    state = context.state_dict()
     state["trainer"]["tracker"] = tracker
     return {"model": state, "callbacks": callback_states(callbacks), "rng": rngs,
-            "position": {"epoch": trainer.epoch, "step": trainer.step},
+            "position": {"epoch": context.epoch, "step": context.step},
             "replicas": strategy.num_replicas_in_sync}
 
 
-def restore_training_state(model: Model, state: Mapping[str, Any],
-                           callbacks: Iterable[Callback], source: str) -> None:
-    """Put ``model``, its trainer, ``callbacks`` and the RNGs back where ``state`` was.
+def restore_training_state(context: TrainingContext, state: Mapping[str, Any],
+                           callbacks: Iterable[Stateful], source: str) -> None:
+    """Put the model, its trainer, ``callbacks`` and the RNGs back where ``state`` was.
 
     Raises:
         MismatchedCheckpointError: ``state`` belongs to another model (nothing is
             changed then).
     """
-    strategy = model.strategy
+    strategy = context.strategy
     saved = dict(state["model"])
     trainer_state = dict(saved["trainer"])
     if not strategy.is_chief:  # the chief carries the global sums, the others add zeros
         trainer_state["tracker"] = {k: torch.zeros_like(v)
                                     for k, v in trainer_state["tracker"].items()}
     saved["trainer"] = trainer_state
-    load_model_state(model, saved, source)
+    load_model_state(context.module, context, saved, source)
     load_callback_states(callbacks, state.get("callbacks", {}))
     rngs = state["rng"]
     rng.restore(rngs[strategy.rank] if strategy.rank < len(rngs) else rngs[0])
 
 
-def load_model_state(model: Model, state: Mapping[str, Any], source: str) -> None:
+def load_model_state(module: nn.Module, context: TrainingContext | None,
+                     state: Mapping[str, Any], source: str) -> None:
     """Load ``Model.state_dict()`` output: checks everything first, then loads.
 
     Raises:
         MismatchedCheckpointError: keys, shapes or optimizer groups that differ.
     """
-    check_module_state(model.module, state["module"], source)
-    trainer = model._trainer
-    if trainer is not None and state.get("optimizer") is not None:
-        check_optimizer_state(trainer.steps.optimizer, state["optimizer"], source)
-    if trainer is not None and state.get("trainer") is not None:
-        trainer.load_state_dict(dict(state["trainer"]))  # raises on another batch size
-    model.module.load_state_dict(state["module"])
-    if trainer is not None and state.get("optimizer") is not None:
-        trainer.steps.optimizer.load_state_dict(state["optimizer"])
+    check_module_state(module, state["module"], source)
+    if context is None:
+        module.load_state_dict(state["module"])
+        return
+    strategy, setup = context.strategy, context.setup
+    if state.get("optimizer") is not None:
+        check_optimizer_state(setup.optimizer, state["optimizer"], source)
+    if state.get("trainer") is not None:
+        context.trainer.load_state_dict(dict(state["trainer"]))  # raises on another batch size
+    strategy.load_module_state(setup, state["module"])
+    if state.get("optimizer") is not None:
+        strategy.load_optimizer_state(setup, state["optimizer"])
+    if state.get("precision"):
+        setup.precision.load_state_dict(dict(state["precision"]))
 
 
 def check_module_state(module: nn.Module, state: Mapping[str, Any], source: str) -> None:
@@ -127,19 +140,19 @@ def check_optimizer_state(optimizer: torch.optim.Optimizer, state: Mapping[str, 
         )
 
 
-def callback_states(callbacks: Iterable[Callback]) -> dict[str, Any]:
+def callback_states(callbacks: Iterable[Stateful]) -> dict[str, Any]:
     """Every callback's ``state_dict``, keyed by class name (``Name#i`` for repeats)."""
     return {key: cb.state_dict() for key, cb in _keyed(callbacks)}
 
 
-def load_callback_states(callbacks: Iterable[Callback], states: Mapping[str, Any]) -> None:
+def load_callback_states(callbacks: Iterable[Stateful], states: Mapping[str, Any]) -> None:
     """Give each callback the state saved under its key (others are left alone)."""
     for key, cb in _keyed(callbacks):
         if key in states:
             cb.load_state_dict(states[key])
 
 
-def _keyed(callbacks: Iterable[Callback]) -> list[tuple[str, Callback]]:
+def _keyed(callbacks: Iterable[Stateful]) -> list[tuple[str, Stateful]]:
     seen: dict[str, int] = {}
     out = []
     for cb in callbacks:
@@ -150,15 +163,14 @@ def _keyed(callbacks: Iterable[Callback]) -> list[tuple[str, Callback]]:
     return out
 
 
-def _global_tracker_state(model: Model) -> dict[str, torch.Tensor]:
+def _global_tracker_state(context: TrainingContext) -> dict[str, torch.Tensor]:
     """The training metrics' state summed over replicas (zeros at an epoch boundary,
     where the next epoch starts from a reset tracker)."""
-    trainer = model._compiled()
-    local = trainer.train_tracker.state_dict()
-    if trainer.step == 0:
+    local = context.trainer.state_dict()["tracker"]
+    if context.step == 0:
         return {k: torch.zeros_like(v) for k, v in local.items()}
     flat = torch.cat([v.reshape(-1).to(torch.float64) for v in local.values()])
-    total = model.strategy.reduce(flat, "sum")
+    total = context.strategy.reduce(flat, "sum")
     assert isinstance(total, torch.Tensor)
     parts = torch.split(total.cpu(), [v.numel() for v in local.values()])
     return {k: p.reshape(v.shape).to(v.dtype).clone()

@@ -40,11 +40,27 @@ import sys
 import threading
 from collections.abc import Iterator, Mapping
 from types import FrameType
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import Any, NoReturn, Protocol
 
-if TYPE_CHECKING:
-    from mirrorfit.model import Model
-    from mirrorfit.strategies.strategy import Strategy
+
+class Collectives(Protocol):
+    """What preemption needs of a strategy (``mirrorfit.strategies.Strategy`` has it)."""
+
+    @property
+    def is_chief(self) -> bool: ...
+    def reduce(self, value: float, op: str = "mean") -> Any: ...
+    def broadcast_object(self, obj: Any, src: int = 0) -> Any: ...
+
+
+class Position(Protocol):
+    """Where training stands (``mirrorfit.trainer.context.TrainingContext`` has it)."""
+
+    @property
+    def strategy(self) -> Collectives: ...
+    @property
+    def epoch(self) -> int: ...
+    @property
+    def step(self) -> int: ...
 
 __all__ = [
     "CHECK_ENV",
@@ -153,7 +169,7 @@ def watch() -> Iterator[None]:
         _watching -= 1
 
 
-def check_interval(strategy: Strategy, environ: Mapping[str, str] | None = None) -> int:
+def check_interval(strategy: Collectives, environ: Mapping[str, str] | None = None) -> int:
     """Optimizer updates between two agreements: ``MIRRORFIT_PREEMPTION_CHECK_STEPS``,
     else 10; the chief's value, so workers never disagree on when to reduce.
 
@@ -173,7 +189,7 @@ def check_interval(strategy: Strategy, environ: Mapping[str, str] | None = None)
     return value
 
 
-def agreed(strategy: Strategy) -> bool:
+def agreed(strategy: Collectives) -> bool:
     """Collective: True on every worker when any worker received a signal (which one
     is then known everywhere: the highest number, SIGTERM over SIGUSR1)."""
     global _agreed
@@ -181,7 +197,7 @@ def agreed(strategy: Strategy) -> bool:
     return _agreed != 0
 
 
-def preempt(model: Model, callbacks: Any) -> NoReturn:
+def preempt(position: Position, callbacks: Any) -> NoReturn:
     """Collective, at the agreed step: ``on_preemption()`` callbacks, then (chief)
     the requeue, then :class:`Preempted` on every worker.
 
@@ -191,9 +207,8 @@ def preempt(model: Model, callbacks: Any) -> NoReturn:
     """
     global _stopping
     _stopping = True
-    strategy = model.strategy
-    trainer = model._compiled()
-    epoch, step = trainer.epoch, trainer.step
+    strategy = position.strategy
+    epoch, step = position.epoch, position.step
     hooks = [cb.on_preemption for cb in callbacks
              if callable(getattr(cb, "on_preemption", None))]
     saved = any([hook() for hook in hooks])  # a list: every hook runs (they are collective)

@@ -35,6 +35,13 @@ def share_bounds(n: int, replica: Replica) -> tuple[int, int]:
     return start, start + base + (1 if replica.rank < extra else 0)
 
 
+def loss_scale(size: int, global_size: int, replicas: int) -> float:
+    """What a replica multiplies its mean loss over ``size`` samples by, so that the
+    gradient averaged over ``replicas`` is the mean over all ``global_size`` samples:
+    ``size * replicas / global_size`` (0 for an empty share)."""
+    return size * replicas / global_size
+
+
 def epoch_order(n: int, *, seed: int, epoch: int, shuffle: bool) -> torch.Tensor:
     """The order in which an epoch visits ``n`` samples (int64 indices)."""
     if not shuffle:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mirrorfit.strategies.context import get_strategy
+from mirrorfit.strategies.default import get_strategy
 from mirrorfit.strategies.mirrored import MirroredStrategy, MultiWorkerMirroredStrategy
 from mirrorfit.strategies.one_device import OneDeviceStrategy
 from mirrorfit.strategies.strategy import Strategy

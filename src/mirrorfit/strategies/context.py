@@ -1,23 +1,24 @@
-"""The strategy in scope (``with strategy.scope():``), thread-local like Keras's."""
+"""The strategy in scope (``with strategy.scope():``), thread-local like Keras's.
+
+Only the stack lives here (it imports no strategy, so ``Strategy.scope`` can use
+it); :func:`mirrorfit.strategies.default.get_strategy` adds the default.
+"""
 
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from mirrorfit.strategies.strategy import Strategy
+from typing import Any
 
 _state = threading.local()
 
 
-def _stack() -> list[Strategy]:
+def _stack() -> list[Any]:
     if not hasattr(_state, "stack"):
         _state.stack = []
     return _state.stack
 
 
-def push(strategy: Strategy) -> None:
+def push(strategy: Any) -> None:
     _stack().append(strategy)
 
 
@@ -25,14 +26,10 @@ def pop() -> None:
     _stack().pop()
 
 
-def get_strategy() -> Strategy:
-    """The strategy in scope, else the default (one device: the first GPU, else the CPU)."""
+def current() -> Any:
+    """The innermost strategy in scope, or None."""
     stack = _stack()
-    if stack:
-        return stack[-1]
-    from mirrorfit.strategies.one_device import default_strategy
-
-    return default_strategy()
+    return stack[-1] if stack else None
 
 
 def has_strategy() -> bool:

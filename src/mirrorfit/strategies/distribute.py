@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import torch
 from torch import nn
@@ -39,10 +39,18 @@ from torch.utils.data import (
     SequentialSampler,
 )
 
-from mirrorfit.data.sharding import Replica, epoch_order, num_batches, share_bounds
+from mirrorfit.data.sharding import Replica, epoch_order, loss_scale, num_batches, share_bounds
 
-if TYPE_CHECKING:
-    from mirrorfit.strategies.strategy import Strategy
+
+class Placing(Protocol):
+    """What this module needs of a strategy (``mirrorfit.strategies.Strategy`` has it)."""
+
+    @property
+    def replica(self) -> Replica: ...
+    @property
+    def num_replicas_in_sync(self) -> int: ...
+    def setup_module(self, module: nn.Module) -> nn.Module: ...
+    def agree_seed(self, seed: int | None) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -154,7 +162,7 @@ class DistributedLoader:
             yield batch if share.size else _no_rows(batch)
 
 
-def distribute(strategy: Strategy, module: nn.Module, optimizer: Any = None,
+def distribute(strategy: Placing, module: nn.Module, optimizer: Any = None,
                *loaders: DataLoader, seed: int | None = None) -> tuple[Any, ...]:
     """``(wrapped module, optimizer, *re-sharded loaders)`` for a hand-written loop.
 
@@ -174,7 +182,7 @@ def distribute(strategy: Strategy, module: nn.Module, optimizer: Any = None,
             *(DistributedLoader(ld, strategy.replica, seed) for ld in loaders))
 
 
-def scale_loss(strategy: Strategy, loss: torch.Tensor, size: int | None = None,
+def scale_loss(strategy: Placing, loss: torch.Tensor, size: int | None = None,
                global_size: int | None = None) -> torch.Tensor:
     """``loss`` (this replica's mean) scaled so that DDP's average is the global mean.
 
@@ -197,7 +205,7 @@ def scale_loss(strategy: Strategy, loss: torch.Tensor, size: int | None = None,
                          f"received size={size}, global_size={global_size}.")
     if size == 0:  # an empty share: the mean of nothing is NaN; keep the graph, weigh 0
         return torch.nan_to_num(loss, nan=0.0, posinf=0.0, neginf=0.0) * 0.0
-    return loss * (size * strategy.num_replicas_in_sync / global_size)
+    return loss * loss_scale(size, global_size, strategy.num_replicas_in_sync)
 
 
 def _check_loader(loader: Any) -> None:

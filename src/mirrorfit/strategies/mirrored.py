@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from datetime import timedelta
@@ -16,7 +17,9 @@ from mirrorfit.cluster.launcher import launch_local
 from mirrorfit.cluster.threads import bind_worker, configure_cpu, threads_per_worker
 from mirrorfit.devices import DeviceSpec, resolve_devices
 from mirrorfit.strategies import ddp, process_group
+from mirrorfit.strategies.capabilities import BackwardSyncControl
 from mirrorfit.strategies.run import interactive_session
+from mirrorfit.strategies.setup import Clipping, Setup
 from mirrorfit.strategies.strategy import Strategy
 from mirrorfit.strategies.sync_batchnorm import convert_sync_batchnorm
 
@@ -25,7 +28,7 @@ DEFAULT_TIMEOUT = 300.0
 TIMEOUT_ENV = "MIRRORFIT_TIMEOUT"
 
 
-class MirroredStrategy(Strategy):
+class MirroredStrategy(Strategy, BackwardSyncControl):
     """Every replica holds the whole model; each step, each replica computes its
     share of the global batch and gradients are averaged with an all-reduce.
 
@@ -50,6 +53,8 @@ class MirroredStrategy(Strategy):
             step; False requires every parameter every step (an error names the others).
         sync_batchnorm: compute BatchNorm statistics over the global batch (converts
             BatchNorm layers to ``strategies.sync_batchnorm.SyncBatchNorm``, CPU too).
+        precision: ``"bf16-mixed"``, ``"16-mixed"`` or ``"32"`` (Lightning's names; Keras's
+            work too); None follows ``mirrorfit.mixed_precision.global_policy()``.
 
     In a notebook or ``python -c`` there is no script to re-run: the strategy then
     waits, and ``strategy.run(fn)`` starts the workers on ``fn``.
@@ -66,8 +71,8 @@ class MirroredStrategy(Strategy):
     def __init__(self, devices: DeviceSpec = None, *, port: int | None = None,
                  timeout: float | None = None, num_threads: int | None = None,
                  max_restarts: int = 0, find_unused_parameters: bool | None = None,
-                 sync_batchnorm: bool = False) -> None:
-        super().__init__()
+                 sync_batchnorm: bool = False, precision: str | None = None) -> None:
+        super().__init__(precision)
         timeout = collective_timeout(timeout)
         self._timeout = timedelta(seconds=timeout)
         self._find_unused = find_unused_parameters
@@ -154,6 +159,41 @@ class MirroredStrategy(Strategy):
         if not self.distributed:
             return module  # DDP with one rank costs ~23% per step for nothing
         return ddp.wrap(module, self._device, self._find_unused)
+
+    def setup(self, module: nn.Module, optimizer: torch.optim.Optimizer, *,
+              precision: str = "float32", clipping: Clipping | None = None,
+              jit_compile: bool = False) -> Setup:
+        setup = super().setup(module, optimizer, precision=precision, clipping=clipping,
+                              jit_compile=jit_compile)
+        if setup.placed is not module:
+            # fit's first update checks for parameters without gradients (strategies.ddp)
+            setup.private["first_update"] = ddp.needs_first_update_check(setup.placed)
+            process_group.on_teardown(setup.release)
+        return setup
+
+    def no_backward_sync(self, setup: Setup,
+                         enabled: bool) -> contextlib.AbstractContextManager[Any]:
+        """DDP's ``no_sync`` while accumulating, and for fit's first update, whose gradients
+        :func:`ddp.finish_first_update` averages by hand."""
+        placed = setup.placed
+        if (enabled or setup.private.get("first_update")) and isinstance(placed, ddp.MirroredDDP):
+            return placed.no_sync()
+        return contextlib.nullcontext()
+
+    def optimizer_step(self, setup: Setup) -> bool:
+        if setup.private.get("first_update"):
+            self._finish_first_update(setup)
+        return super().optimizer_step(setup)
+
+    def _finish_first_update(self, setup: Setup) -> None:
+        """Average the first update's gradients by hand and name (or handle) parameters
+        that got none; a new DDP wrapper replaces the old one when some did."""
+        setup.private["first_update"] = False
+        placed = ddp.finish_first_update(setup.placed)
+        if placed is not setup.placed:
+            setup.placed = setup.wrapped = placed
+            if setup.jit_compile:
+                setup.compile()
 
     @property
     def devices(self) -> list[str]:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import functools
-
 import torch
 
 from mirrorfit.cluster.threads import configure_cpu
@@ -16,6 +14,8 @@ class OneDeviceStrategy(Strategy):
 
     Args:
         device: ``"cpu"``, ``"cuda:1"``…; None picks the first GPU, else the CPU.
+        precision: ``"bf16-mixed"``, ``"16-mixed"`` or ``"32"``; None follows
+            ``mirrorfit.mixed_precision.global_policy()`` at compile.
 
     Example:
         >>> import mirrorfit
@@ -24,14 +24,10 @@ class OneDeviceStrategy(Strategy):
         1
     """
 
-    def __init__(self, device: str | torch.device | None = None) -> None:
-        super().__init__()
+    def __init__(self, device: str | torch.device | None = None, *,
+                 precision: str | None = None) -> None:
+        super().__init__(precision)
         name = str(device) if device is not None else resolve_devices(None)[0]
         self._device = torch.device(resolve_devices([name])[0])
         if self._device.type == "cpu":
             configure_cpu(None)  # one process: the user's (or torch's) thread count
-
-
-@functools.cache
-def default_strategy() -> OneDeviceStrategy:
-    return OneDeviceStrategy()

@@ -23,12 +23,9 @@ import tempfile
 import uuid
 from collections.abc import Callable
 from types import SimpleNamespace
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import torch
-
-if TYPE_CHECKING:
-    from mirrorfit.strategies.strategy import Strategy
 
 T = TypeVar("T")
 _ERRORS_ENV = "MIRRORFIT_RUN_ERRORS"
@@ -48,7 +45,7 @@ def interactive_session() -> bool:
     return get is not None and get() is not None
 
 
-def run(strategy: Strategy, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+def run(strategy: Any, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """Run ``fn(*args, **kwargs)`` on every replica; see the module docstring."""
     if not callable(fn):
         raise TypeError(f"run() needs a function; received {type(fn).__name__}.")
@@ -60,7 +57,7 @@ def run(strategy: Strategy, fn: Callable[..., T], *args: Any, **kwargs: Any) -> 
     return results[0]
 
 
-def _launch(strategy: Strategy, pending: dict[str, Any], fn: Callable[..., Any],
+def _launch(strategy: Any, pending: dict[str, Any], fn: Callable[..., Any],
             args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[int, Any]:
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch

@@ -1,9 +1,11 @@
 """One training, evaluation and prediction step on this replica's share.
 
 The training loss is the **global** mean: a replica's mean over its ``n`` samples
-is scaled by ``n * world / N`` (``N`` the global batch), and DDP's all-reduce
-divides by ``world``, so the averaged gradient is exactly the gradient of the
-mean over the global batch, whatever the split (uneven or empty shares too).
+is scaled by ``n * replicas / N`` (``N`` the global batch; ``data.sharding.loss_scale``),
+and the strategy's gradient average divides by ``replicas``, so the averaged
+gradient is exactly the gradient of the mean over the global batch, whatever the
+split (uneven or empty shares too). The strategy runs the forward and backward
+passes (through its precision policy) and the optimizer update.
 """
 
 from __future__ import annotations
@@ -15,6 +17,9 @@ import torch
 from torch import nn
 
 from mirrorfit.data.batches import LocalBatch
+from mirrorfit.data.sharding import loss_scale
+from mirrorfit.strategies.setup import Setup, StepInputs
+from mirrorfit.strategies.strategy import Strategy
 from mirrorfit.trainer.validation import STEP_ERRORS, explain_step_error
 
 
@@ -68,21 +73,43 @@ def call_module(module: nn.Module, x: Any) -> Any:
 
 
 class Steps:
-    """Holds what a step needs; the trainer calls ``train``/``evaluate``/``predict``."""
+    """One step on this replica's share; the strategy runs forward, backward and update.
 
-    def __init__(self, module: nn.Module, wrapped: nn.Module, optimizer: torch.optim.Optimizer,
-                 loss_fn: Callable[..., torch.Tensor], device: torch.device, world: int) -> None:
-        self.module = module
-        self.wrapped = wrapped
-        self.optimizer = optimizer
+    Args:
+        setup: what the strategy set up (module, optimizer, precision, clipping).
+        strategy: the strategy that made ``setup``.
+        loss_fn: ``loss(y_pred, y)``, the batch mean; ``per_sample`` for weights.
+    """
+
+    def __init__(self, setup: Setup, strategy: Strategy,
+                 loss_fn: Callable[..., torch.Tensor]) -> None:
+        self.setup = setup
+        self.strategy = strategy
         self.loss_fn = loss_fn
-        self.device = device
-        self.world = world
-        self._on_host = device.type == "cpu"  # sources hold CPU tensors: nothing to move
+        self.device = strategy.device
+        self.replicas = strategy.num_replicas_in_sync
+        self._on_host = self.device.type == "cpu"  # sources hold CPU tensors: nothing to move
+        self._x: Any = None  # the step's input, for the note on a failing loss
+
+    @property
+    def module(self) -> nn.Module:
+        return self.setup.module
+
+    @property
+    def optimizer(self) -> torch.optim.Optimizer:
+        return self.setup.optimizer
 
     def loss(self, y_pred: Any, y: Any, sw: torch.Tensor | None) -> torch.Tensor:
-        if sw is None:
-            return self.loss_fn(y_pred, y)
+        """The mean loss over the share (sample-weighted); a data error gets a note."""
+        try:
+            if sw is None:
+                return self.loss_fn(y_pred, y)
+            return self._weighted(y_pred, y, sw)
+        except STEP_ERRORS as exc:  # free unless raised; see trainer.validation
+            explain_step_error(exc, self.module, self._x, y, y_pred)
+            raise
+
+    def _weighted(self, y_pred: Any, y: Any, sw: torch.Tensor) -> torch.Tensor:
         per_sample = getattr(self.loss_fn, "per_sample", None)
         if per_sample is None:
             raise ValueError("sample_weight needs a loss with per_sample(); use a mirrorfit "
@@ -90,15 +117,12 @@ class Steps:
         per = per_sample(y_pred, y)
         return (per * match_weights(sw, per).to(per.dtype)).mean()
 
-    def forward_loss(self, module: nn.Module, x: Any, y: Any,
-                     sw: torch.Tensor | None) -> tuple[torch.Tensor, Any]:
-        """The loss and ``module``'s output; a data error gets a note naming the tensors."""
-        y_pred = None
+    def call(self, module: nn.Module, x: Any) -> Any:
+        """``module``'s output on ``x``; a data error gets a note naming the tensors."""
         try:
-            y_pred = call_module(module, x)
-            return self.loss(y_pred, y, sw), y_pred
-        except STEP_ERRORS as exc:  # free unless raised; see trainer.validation
-            explain_step_error(exc, self.module, x, y, y_pred)
+            return call_module(module, x)
+        except STEP_ERRORS as exc:
+            explain_step_error(exc, self.module, x)
             raise
 
     def inputs(self, batch: LocalBatch) -> tuple[Any, Any, Any]:
@@ -108,30 +132,27 @@ class Steps:
             return unpack(batch.data)
         return to_device(unpack(batch.data), self.device)
 
-    def train(self, batch: LocalBatch, denominator: int | None = None,
-              update: bool = True) -> tuple[torch.Tensor, Any, Any, Any]:
-        """Forward, backward (scaled to the global mean over ``denominator`` samples,
-        default the global batch) and, if ``update``, the optimizer step."""
+    def train(self, batch: LocalBatch,
+              denominator: int | None = None) -> tuple[torch.Tensor | None, Any, Any, Any]:
+        """Forward and backward, scaled to the global mean over ``denominator`` samples
+        (default the global batch); the optimizer steps in ``Strategy.optimizer_step``."""
         x, y, sw = self.inputs(batch)
-        loss, y_pred = self.forward_loss(self.wrapped, x, y, sw)
-        scale = batch.size * self.world / (denominator or batch.global_size)
-        (loss if scale == 1.0 else loss * scale).backward()  # 1.0: one replica, full batch
-        if update:
-            self.optimizer.step()
-            self.optimizer.zero_grad(set_to_none=True)
-        return loss.detach(), y_pred.detach(), y, sw
+        self._x = x
+        scale = loss_scale(batch.size, denominator or batch.global_size, self.replicas)
+        loss, y_pred = self.strategy.forward_backward(
+            self.setup, StepInputs(x, y, sw, self.call, self.loss), scale)
+        return loss, y_pred, y, sw
 
     @torch.no_grad()
-    def evaluate(self, batch: LocalBatch) -> tuple[torch.Tensor, Any, Any, Any]:
+    def evaluate(self, batch: LocalBatch) -> tuple[torch.Tensor | None, Any, Any, Any]:
         x, y, sw = to_device(unpack(batch.data), self.device)
-        loss, y_pred = self.forward_loss(self.module, x, y, sw)
+        self._x = x
+        loss, y_pred = self.strategy.forward(self.setup, StepInputs(x, y, sw, self.call,
+                                                                    self.loss))
         return loss, y_pred, y, sw
 
     @torch.no_grad()
     def predict(self, batch: LocalBatch) -> Any:
         x, _, _ = to_device(unpack(batch.data), self.device)
-        try:
-            return call_module(self.module, x)
-        except STEP_ERRORS as exc:
-            explain_step_error(exc, self.module, x)
-            raise
+        return self.strategy.forward(self.setup, StepInputs(x, None, None, self.call,
+                                                            self.loss))[1]

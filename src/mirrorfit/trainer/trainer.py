@@ -1,7 +1,8 @@
 """The loops: fit, evaluate, predict. A batch's way reads as a straight line:
 
-    BatchStream (this replica's share) -> Steps.train (forward, loss scaled to the
-    global mean, backward: DDP all-reduces) -> optimizer -> Tracker -> callbacks
+    BatchStream (this replica's share) -> Steps.train (the strategy's forward and
+    backward: loss scaled to the global mean, gradients synchronized) ->
+    strategy.optimizer_step (clip, step) -> Tracker -> callbacks
 
 The trainer owns the position (epoch, step within the epoch) and the data seed,
 so ``state_dict`` captures exactly where training stands.
@@ -12,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -21,26 +22,32 @@ from mirrorfit.callbacks.callback_list import CallbackList
 from mirrorfit.cluster import preemption
 from mirrorfit.data.batches import BatchStream, LocalBatch
 from mirrorfit.data.sharding import share_bounds
-from mirrorfit.strategies import ddp
+from mirrorfit.strategies.capabilities import BackwardSyncControl
 from mirrorfit.strategies.sync_batchnorm import weightless_share
+from mirrorfit.trainer.context import TrainingContext
 from mirrorfit.trainer.steps import Steps
 from mirrorfit.trainer.tracker import Tracker
 
-if TYPE_CHECKING:
-    from mirrorfit.model import Model
-
 #: progress updates per epoch that need a global reduction (verbose=1)
 _PROGRESS_SYNCS = 20
+_HALF = (torch.float16, torch.bfloat16)
 
 
 class Trainer:
-    """Runs the loops for one compiled :class:`mirrorfit.Model`."""
+    """Runs the loops for one compiled :class:`mirrorfit.Model`.
 
-    def __init__(self, model: Model, steps: Steps, metrics: list[Any],
-                 steps_per_update: int = 1) -> None:
-        self.model = model
-        self.strategy = model.strategy
+    Args:
+        steps: one step on this replica's share (holds the strategy's setup).
+        metrics: the compiled metrics.
+        steps_per_update: batches per optimizer update.
+        compile_args: what ``compile`` received (kept in the training context).
+    """
+
+    def __init__(self, steps: Steps, metrics: list[Any], steps_per_update: int = 1,
+                 compile_args: dict[str, Any] | None = None) -> None:
+        self.strategy = steps.strategy
         self.steps = steps
+        self.setup = steps.setup
         self.train_tracker = Tracker(metrics, self.strategy)
         self.eval_tracker = Tracker(metrics, self.strategy)
         self.steps_per_update = steps_per_update
@@ -49,7 +56,8 @@ class Trainer:
         self.seed = 0
         self.stream: BatchStream | None = None
         self._resumed_tracker = False
-        self._first_update_check = ddp.needs_first_update_check(steps.wrapped)
+        self._sync = self.strategy if isinstance(self.strategy, BackwardSyncControl) else None
+        self.context = TrainingContext(self.strategy, steps.setup, self, compile_args or {})
         # steps between agreements on a preemption stop (cluster.preemption); set by fit
         self._preempt_every = preemption.DEFAULT_CHECK_STEPS * steps_per_update
 
@@ -57,6 +65,8 @@ class Trainer:
     def fit(self, stream: BatchStream, *, epochs: int, initial_epoch: int,
             callbacks: CallbackList, val: tuple[BatchStream, int] | None,
             verbose: int, steps_per_epoch: int | None) -> None:
+        self.context.callbacks = list(callbacks)
+        self.context.stop_training = False
         with training_mode(self.steps.module, True), preemption.watch():
             self._fit(stream, epochs=epochs, initial_epoch=initial_epoch, callbacks=callbacks,
                       val=val, verbose=verbose, steps_per_epoch=steps_per_epoch)
@@ -81,7 +91,7 @@ class Trainer:
             if self._agree_stop():
                 break
             if self.epoch < epochs and preemption.agreed(self.strategy):
-                preemption.preempt(self.model, callbacks)  # raises Preempted
+                preemption.preempt(self.context, callbacks)  # raises Preempted
         callbacks.on_train_end(logs)
 
     def _train_epoch(self, stream: BatchStream, callbacks: CallbackList, verbose: int,
@@ -96,7 +106,7 @@ class Trainer:
         for batch, denominator, update in self._schedule(batches):
             callbacks.on_train_batch_begin(self.step)
             loss, y_pred, y, sw = self._train_one(batch, denominator, update)
-            if batch.size:
+            if batch.size and loss is not None:  # None: a rank without the output (pipeline)
                 tracker.update(loss, y_pred, y, batch.size, sw)
             self.step += 1
             sync = callbacks.batch_logs or (sync_every and (
@@ -108,7 +118,7 @@ class Trainer:
                 break
             # every K updates all workers agree on a preemption signal (one scalar reduce)
             if self.step % self._preempt_every == 0 and preemption.agreed(self.strategy):
-                preemption.preempt(self.model, callbacks)  # raises Preempted
+                preemption.preempt(self.context, callbacks)  # raises Preempted
         return tracker.result()
 
     def _epoch_batches(self, stream: BatchStream,
@@ -130,32 +140,23 @@ class Trainer:
                                 max(0, stop - first - self.step))
 
     def _train_one(self, batch: LocalBatch, denominator: int | None,
-                   update: bool) -> tuple[torch.Tensor, Any, Any, Any]:
+                   update: bool) -> tuple[torch.Tensor | None, Any, Any, Any]:
         if batch.size == 0:  # an empty share's dummy sample: weight 0, no BatchNorm statistics
             with weightless_share(self.steps.module):
                 return self._step(batch, denominator, update)
         return self._step(batch, denominator, update)
 
     def _step(self, batch: LocalBatch, denominator: int | None,
-              update: bool) -> tuple[torch.Tensor, Any, Any, Any]:
-        if self._first_update_check:
-            return self._first_update(batch, denominator, update)
+              update: bool) -> tuple[torch.Tensor | None, Any, Any, Any]:
+        """Forward and backward (synchronized on an update only, where the strategy can
+        skip synchronization), then the strategy's optimizer step on an update."""
+        if self._sync is None:
+            out = self.steps.train(batch, denominator)
+        else:
+            with self._sync.no_backward_sync(self.setup, not update):
+                out = self.steps.train(batch, denominator)
         if update:
-            return self.steps.train(batch, denominator, update=True)
-        with self.strategy.no_sync(self.steps.wrapped):
-            return self.steps.train(batch, denominator, update=False)
-
-    def _first_update(self, batch: LocalBatch, denominator: int | None,
-                      update: bool) -> tuple[torch.Tensor, Any, Any, Any]:
-        """fit's first update skips DDP's all-reduce; ``ddp.finish_first_update`` then
-        averages the gradients by hand and names (or handles) parameters without one."""
-        with self.strategy.no_sync(self.steps.wrapped):
-            out = self.steps.train(batch, denominator, update=False)
-        if update:
-            self.steps.wrapped = ddp.finish_first_update(self.steps.wrapped)
-            self.steps.optimizer.step()
-            self.steps.optimizer.zero_grad(set_to_none=True)
-            self._first_update_check = False
+            self.strategy.optimizer_step(self.setup)
         return out
 
     def _schedule(self, batches: Iterator[LocalBatch],
@@ -178,9 +179,9 @@ class Trainer:
 
     def _agree_stop(self) -> bool:
         """Every replica stops if any callback on any replica asked to."""
-        flag = self.strategy.reduce(float(bool(self.model.stop_training)), "max")
-        self.model.stop_training = bool(flag)
-        return self.model.stop_training
+        flag = self.strategy.reduce(float(bool(self.context.stop_training)), "max")
+        self.context.stop_training = bool(flag)
+        return self.context.stop_training
 
     # --- evaluate / predict ----------------------------------------------------------------
     def evaluate(self, stream: BatchStream, callbacks: CallbackList,
@@ -198,7 +199,7 @@ class Trainer:
         for i, batch in enumerate(stream.iter_epoch(0)):
             callbacks.on_test_batch_begin(i)
             loss, y_pred, y, sw = self.steps.evaluate(batch)
-            if batch.size:
+            if batch.size and loss is not None:  # None: a rank without the output (pipeline)
                 tracker.update(loss, y_pred, y, batch.size, sw)
             callbacks.on_test_batch_end(i, {})
         logs = tracker.result()
@@ -216,6 +217,8 @@ class Trainer:
         for i, batch in enumerate(stream.iter_epoch(0)):
             callbacks.on_predict_batch_begin(i)
             out = self.steps.predict(batch).detach().cpu()
+            if out.dtype in _HALF:  # mixed precision computes in 16 bits; numpy wants 32
+                out = out.float()
             start, _ = share_bounds(batch.global_size, self.strategy.replica)
             outputs.append(out[:batch.size])  # an empty share keeps shape and dtype
             positions.append(torch.arange(offset + start, offset + start + batch.size))

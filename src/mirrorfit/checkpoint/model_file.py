@@ -1,0 +1,94 @@
+"""Model and weights files: what ``Model.save``, ``save_weights``, ``load_weights``
+and ``ModelCheckpoint`` write and read.
+
+A 'model' file holds the module's ``state_dict``, the optimizer's state and the
+compile configuration when it is made of Keras names; a 'weights' file the
+module's ``state_dict``. Both are one consolidated file (whole tensors, gathered
+by the strategy where it shards), written atomically by the chief, so
+:func:`mirrorfit.load_model` reads them on one device.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any
+
+from torch import nn
+
+from mirrorfit.checkpoint.io import load_checkpoint, save_checkpoint
+from mirrorfit.checkpoint.state import check_module_state, check_optimizer_state
+
+if TYPE_CHECKING:
+    from mirrorfit.strategies.strategy import Strategy
+    from mirrorfit.trainer.context import TrainingContext
+
+__all__ = ["apply", "compile_config", "load_weights", "model_content", "save_model",
+           "save_weights", "weights_content"]
+
+
+def compile_config(context: TrainingContext | None) -> dict[str, Any] | None:
+    """The compile arguments if all are Keras names (reloadable), else None."""
+    if context is None:
+        return None
+    args = context.compile_args
+    names = [args["optimizer"], args["loss"], *args["metrics"]]
+    if not all(isinstance(n, str) for n in names):
+        return None
+    return {"optimizer": args["optimizer"], "loss": args["loss"],
+            "metrics": list(args["metrics"]), "steps_per_update": args["steps_per_update"]}
+
+
+def model_content(strategy: Strategy, module: nn.Module, context: TrainingContext | None,
+                  include_optimizer: bool = True) -> dict[str, Any]:
+    """What a 'model' checkpoint holds (live tensors: write or snapshot them at once).
+    Collective where the strategy gathers shards."""
+    optimizer = None
+    if context is not None and include_optimizer:
+        optimizer = strategy.full_optimizer_state(context.setup)
+    return {"module": strategy.full_state_dict(module), "optimizer": optimizer,
+            "compile": compile_config(context)}
+
+
+def weights_content(strategy: Strategy, module: nn.Module) -> dict[str, Any]:
+    """What a 'weights' checkpoint holds: the whole module's state_dict."""
+    return {"module": strategy.full_state_dict(module)}
+
+
+def save_model(strategy: Strategy, module: nn.Module, context: TrainingContext | None,
+               filepath: str | os.PathLike[str], include_optimizer: bool = True) -> None:
+    """Write a 'model' file atomically from the chief (not collective when replicated)."""
+    content = model_content(strategy, module, context, include_optimizer)
+    if strategy.is_chief:
+        save_checkpoint(content, filepath, "model")
+
+
+def save_weights(strategy: Strategy, module: nn.Module, filepath: str | os.PathLike[str]) -> None:
+    """Write a 'weights' file atomically from the chief."""
+    content = weights_content(strategy, module)
+    if strategy.is_chief:
+        save_checkpoint(content, filepath, "weights")
+
+
+def load_weights(strategy: Strategy, module: nn.Module, context: TrainingContext | None,
+                 filepath: str | os.PathLike[str]) -> dict[str, Any]:
+    """Load a 'model' or 'weights' file into ``module`` (and the optimizer, if saved and
+    compiled); returns the file's content.
+
+    Raises:
+        CheckpointError: a corrupt, unsafe, incompatible or mismatched file.
+    """
+    data = load_checkpoint(filepath, ("model", "weights"), map_location=strategy.device)
+    apply(strategy, module, context, data, repr(str(filepath)))
+    return data
+
+
+def apply(strategy: Strategy, module: nn.Module, context: TrainingContext | None,
+          data: dict[str, Any], source: str) -> None:
+    """Check, then load the module and, where both exist, the optimizer state."""
+    check_module_state(module, data["module"], source)
+    opt_state = data.get("optimizer") if context is not None else None
+    if context is not None and opt_state is not None:
+        check_optimizer_state(context.optimizer, opt_state, source)
+    strategy.load_full_state_dict(module, data["module"])
+    if context is not None and opt_state is not None:
+        strategy.load_full_optimizer_state(context.setup, opt_state)

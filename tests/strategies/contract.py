@@ -1,0 +1,31 @@
+"""The strategies every contract test runs against, by name.
+
+A new strategy joins the contract by adding a line to :data:`STRATEGIES` (and its
+replica counts to :data:`REPLICAS`): the same checks then run against it in the
+three tiers (pure logic, a one-rank group, real gloo workers).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import mirrorfit
+
+STRATEGIES: dict[str, Callable[[int], mirrorfit.Strategy]] = {
+    "one_device": lambda n: mirrorfit.OneDeviceStrategy("cpu"),
+    "mirrored": lambda n: mirrorfit.MirroredStrategy(devices=n),
+}
+
+#: replica counts the worker tier runs each strategy with (1 is the reference)
+REPLICAS: dict[str, tuple[int, ...]] = {"one_device": (1,), "mirrored": (2, 3)}
+
+
+def make_strategy(kind: str, replicas: int) -> mirrorfit.Strategy:
+    return STRATEGIES[kind](replicas)
+
+
+def capabilities(kind: str) -> set[type]:
+    """The capability interfaces strategy ``kind`` must declare (and no others)."""
+    from mirrorfit.strategies.capabilities import BackwardSyncControl
+
+    return {"one_device": set(), "mirrored": {BackwardSyncControl}}[kind]
