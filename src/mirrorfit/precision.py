@@ -35,6 +35,8 @@ ALIASES = {"32": "float32", "32-true": "float32", "bf16-mixed": "mixed_bfloat16"
 #: agrees on a 0-dim float tensor across every rank that holds part of the gradients (MAX)
 Agreement = Callable[[torch.Tensor], None]
 
+_NOTHING = contextlib.nullcontext()  # reusable: float32's forward needs no context
+
 
 class Precision:
     """The policy interface; this base is float32 throughout."""
@@ -44,7 +46,7 @@ class Precision:
 
     def forward_context(self) -> contextlib.AbstractContextManager[Any]:
         """Around the forward pass and the loss."""
-        return contextlib.nullcontext()
+        return _NOTHING
 
     def backward(self, loss: torch.Tensor) -> None:
         loss.backward()

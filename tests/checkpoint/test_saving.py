@@ -80,7 +80,7 @@ def test_model_state_dict_round_trip_includes_position():
     model = build()
     model.fit(x, y, batch_size=30, epochs=2, verbose=0, seed=1)
     state = model.state_dict()
-    assert set(state) == {"module", "optimizer", "trainer"}
+    assert set(state) == {"module", "optimizer", "precision", "trainer"}
     assert state["trainer"]["epoch"] == 2 and state["trainer"]["seed"] == 1
     other = build()
     other.load_state_dict(state)

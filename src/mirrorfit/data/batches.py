@@ -19,7 +19,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 
-from mirrorfit.data.sharding import Replica, epoch_order, num_batches, share_bounds
+from mirrorfit.data.sharding import Replica, epoch_order, num_batches, take_share
 from mirrorfit.data.sources import Source
 
 
@@ -102,11 +102,8 @@ class IndexedBatches:
             yield self._share(global_idx, min(size, total - step * size))
 
     def _share(self, global_idx: torch.Tensor, n: int) -> LocalBatch:
-        start, stop = share_bounds(n, self.replica)
-        local_idx = global_idx if stop - start == n else global_idx[start:stop]
-        if start == stop:  # empty share: one dummy sample, weighted 0 by the trainer
-            return LocalBatch(self.source.fetch(global_idx[:1]), 0, n, local_idx)
-        return LocalBatch(self.source.fetch(local_idx), stop - start, n, local_idx)
+        read, local_idx, size = take_share(global_idx, n, self.replica)
+        return LocalBatch(self.source.fetch(read), size, n, local_idx)
 
     def state_dict(self) -> dict[str, Any]:
         return {"seed": self.seed, "shuffle": self.shuffle, "batch_size": self.batch_size}

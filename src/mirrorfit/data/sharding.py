@@ -11,6 +11,7 @@ trainer then takes part in the all-reduce with zero weight.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -33,6 +34,15 @@ def share_bounds(n: int, replica: Replica) -> tuple[int, int]:
     base, extra = divmod(n, replica.world)
     start = replica.rank * base + min(replica.rank, extra)
     return start, start + base + (1 if replica.rank < extra else 0)
+
+
+def take_share(items: Any, n: int, replica: Replica) -> tuple[Any, Any, int]:
+    """``replica``'s part of a global batch of ``n`` ``items`` (indices or handles):
+    ``(what to read, the share, its size)``. An empty share still reads one dummy
+    item, the batch's first, which the trainer weights by zero."""
+    start, stop = share_bounds(n, replica)
+    share = items if stop - start == n else items[start:stop]
+    return (share if stop > start else items[:1]), share, stop - start
 
 
 def loss_scale(size: int, global_size: int, replicas: int) -> float:

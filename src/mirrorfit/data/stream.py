@@ -1,7 +1,7 @@
 """A batched Dataset as the trainer's ``BatchStream``: each replica reads only its share.
 
 The global batches of an epoch come from the plan's handle sequence, keyed by
-(seed, epoch) only. Each global batch's handles are cut with ``share_bounds``
+(seed, epoch) only. Each global batch's handles are cut with ``take_share``
 *before* anything is read, so a replica gathers and maps only its own samples;
 an empty share reads one dummy sample and reports ``size=0``.
 """
@@ -19,7 +19,7 @@ from mirrorfit.data.elements import Elements
 from mirrorfit.data.plan import Plan, compile_plan, describe, fetch_batch, fetch_samples
 from mirrorfit.data.prefetch import ordered_map, prefetch
 from mirrorfit.data.sequences import Chunk, EpochKey, blocks, items
-from mirrorfit.data.sharding import Replica, share_bounds
+from mirrorfit.data.sharding import Replica, take_share
 from mirrorfit.data.stages import Batch, Stage
 from mirrorfit.data.trees import as_tuple
 
@@ -103,12 +103,9 @@ def local_batches(plan: Plan, key: EpochKey, start_step: int,
 
 def _local_batch(plan: Plan, handles: Chunk, replica: Replica) -> LocalBatch:
     n = handles.shape[0] if isinstance(handles, torch.Tensor) else len(handles)
-    start, stop = share_bounds(n, replica)
-    local = handles if stop - start == n else handles[start:stop]
-    # an empty share still reads one (dummy) sample: the trainer weights it by zero
-    data = as_tuple(fetch_batch(plan, local if stop > start else handles[:1]))
+    read, local, size = take_share(handles, n, replica)
     indices = local if isinstance(local, torch.Tensor) else None
-    return LocalBatch(data, stop - start, n, indices)
+    return LocalBatch(as_tuple(fetch_batch(plan, read)), size, n, indices)
 
 
 def iter_samples(plan: Plan, key: EpochKey) -> Iterator[tuple[Any, ...]]:

@@ -39,7 +39,7 @@ from torch.utils.data import (
     SequentialSampler,
 )
 
-from mirrorfit.data.sharding import Replica, epoch_order, loss_scale, num_batches, share_bounds
+from mirrorfit.data.sharding import Replica, epoch_order, loss_scale, num_batches, take_share
 
 
 class Placing(Protocol):
@@ -90,9 +90,8 @@ class ShareBatchSampler(Sampler[list[int]]):
         out = []
         for step in range(len(self)):
             global_idx = order[step * self.batch_size:(step + 1) * self.batch_size]
-            start, stop = share_bounds(len(global_idx), self.replica)
-            local = global_idx[start:stop] if stop > start else global_idx[:1]
-            out.append((local.tolist(), Share(stop - start, len(global_idx))))
+            read, _, size = take_share(global_idx, len(global_idx), self.replica)
+            out.append((read.tolist(), Share(size, len(global_idx))))
         return out
 
     def __iter__(self) -> Iterator[list[int]]:

@@ -46,9 +46,10 @@ class Clipping:
             raise ValueError(f"Pass only one of clipnorm={self.clipnorm!r} and global_clipnorm="
                              f"{self.global_clipnorm!r} (as in Keras): clipnorm clips each "
                              "gradient, global_clipnorm all of them together.")
+        active = any(v is not None for v in (self.clipnorm, self.clipvalue, self.global_clipnorm))
+        object.__setattr__(self, "active", active)  # read once per step
 
-    def __bool__(self) -> bool:
-        return any(v is not None for v in (self.clipnorm, self.clipvalue, self.global_clipnorm))
+    active: bool = field(init=False, repr=False, compare=False, default=False)
 
 
 @dataclass

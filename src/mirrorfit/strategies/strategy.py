@@ -165,7 +165,7 @@ class Strategy:
         """Clip, step and zero the gradients; False when the precision policy skipped
         the step (inf/NaN gradients under float16), on every replica alike."""
         optimizer, precision = setup.optimizer, setup.precision
-        if setup.clipping:
+        if setup.clipping.active:
             precision.unscale_gradients(optimizer)
             self.clip_gradients(setup)
         stepped = precision.step(optimizer, self.agree_found_inf)
