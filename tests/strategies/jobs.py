@@ -81,8 +81,8 @@ class Record(Callback):
     def on_train_batch_end(self, batch, logs=None):
         ctx = self.model.training_context
         done = ctx.epoch * 5 + batch + 1
-        self.steps.append({"step": done, "scale": ctx.setup.precision.scale,
-                           "w": float(sum(w.double().sum() for w in ctx.module.state_dict().values()))})
+        total = sum(w.double().sum() for w in ctx.module.state_dict().values())
+        self.steps.append({"step": done, "scale": ctx.setup.precision.scale, "w": float(total)})
         if done == die_at and strategy.rank == 0:
             os.kill(os.getpid(), signal.SIGKILL)
 
@@ -116,7 +116,8 @@ for policy in ("float32", "mixed_bfloat16"):
         model.compile("adam", mirrorfit.losses.SparseCategoricalCrossentropy(from_logits=True),
                       ["accuracy"])
     model.fit(x, y, batch_size=128, epochs=2, verbose=0, seed=1)
-    acc[policy] = model.evaluate(x_te, y_te, batch_size=1000, verbose=0, return_dict=True)["accuracy"]
+    logs = model.evaluate(x_te, y_te, batch_size=1000, verbose=0, return_dict=True)
+    acc[policy] = logs["accuracy"]
 sys.stdout.write("JSON " + json.dumps({"rank": strategy.rank, "accuracy": acc}) + "\n")
 sys.stdout.flush()
 '''
