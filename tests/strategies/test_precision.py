@@ -109,3 +109,14 @@ def test_the_loss_scale_travels_with_the_model_state():
     assert other.training_context.setup.precision.scale == 65536.0
     other.load_state_dict(state)
     assert other.training_context.setup.precision.scale == 32768.0
+
+
+def test_model_files_carry_the_loss_scale(tmp_path):
+    model = _fp16_model()
+    x_bad = torch.ones(4, 3)
+    x_bad[0, 0] = 1e6
+    model.fit(x_bad, torch.zeros(4, 1), batch_size=4, verbose=0)
+    model.save(tmp_path / "m.pt")
+    other = _fp16_model()
+    other.load_weights(tmp_path / "m.pt")
+    assert other.training_context.setup.precision.scale == 32768.0

@@ -1,8 +1,9 @@
 """Model and weights files: what ``Model.save``, ``save_weights``, ``load_weights``
 and ``ModelCheckpoint`` write and read.
 
-A 'model' file holds the module's ``state_dict``, the optimizer's state and the
-compile configuration when it is made of Keras names; a 'weights' file the
+A 'model' file holds the module's ``state_dict``, the optimizer's state, the
+precision policy's state (the float16 loss scale) and the compile configuration
+when it is made of Keras names; a 'weights' file the
 module's ``state_dict``. Both are one consolidated file (whole tensors, gathered
 by the strategy where it shards), written atomically by the chief, so
 :func:`mirrorfit.load_model` reads them on one device.
@@ -42,11 +43,12 @@ def model_content(strategy: Strategy, module: nn.Module, context: TrainingContex
                   include_optimizer: bool = True) -> dict[str, Any]:
     """What a 'model' checkpoint holds (live tensors: write or snapshot them at once).
     Collective where the strategy gathers shards."""
-    optimizer = None
+    optimizer = precision = None
     if context is not None and include_optimizer:
         optimizer = strategy.full_optimizer_state(context.setup)
+        precision = context.setup.precision.state_dict()  # the float16 loss scale
     return {"module": strategy.full_state_dict(module), "optimizer": optimizer,
-            "compile": compile_config(context)}
+            "precision": precision, "compile": compile_config(context)}
 
 
 def weights_content(strategy: Strategy, module: nn.Module) -> dict[str, Any]:
@@ -92,3 +94,5 @@ def apply(strategy: Strategy, module: nn.Module, context: TrainingContext | None
     strategy.load_full_state_dict(module, data["module"])
     if context is not None and opt_state is not None:
         strategy.load_full_optimizer_state(context.setup, opt_state)
+        if data.get("precision"):
+            context.setup.precision.load_state_dict(dict(data["precision"]))
