@@ -24,3 +24,15 @@ def _no_leaked_distributed_env():
         else:
             os.environ[k] = before[k]  # type: ignore[assignment]
     assert not leaked, f"test leaked environment variables: {leaked}"
+
+
+def pytest_collection_modifyitems(config, items):
+    """``requires_gpus(n)``: skip, saying why, where fewer than n CUDA devices exist."""
+    have = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    for item in items:
+        marker = item.get_closest_marker("requires_gpus")
+        if marker is not None:
+            need = int(marker.args[0]) if marker.args else 1
+            if have < need:
+                item.add_marker(pytest.mark.skip(
+                    reason=f"needs {need} CUDA device(s); this machine has {have}"))
