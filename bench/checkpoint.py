@@ -72,8 +72,8 @@ def fit_seconds(model: mirrorfit.Model, steps: int, callbacks: list) -> float:
 def measure(args: argparse.Namespace, folder: Path) -> list[tuple[str, float, str]]:
     model = build(args.mb, args.device)
     fit_seconds(model, 2, [])  # Adam's state exists from here on
-    callbacks: list = list(model._fit_callbacks or [])
-    state = capture_training_state(model, callbacks)
+    callbacks: list = list(model.training_context.callbacks)
+    state = capture_training_state(model.training_context, callbacks)
     assert state is not None
     rows = []
     weights_mb = sum(t.numel() * t.element_size() for t in model.module.state_dict().values())
@@ -100,7 +100,7 @@ def measure(args: argparse.Namespace, folder: Path) -> list[tuple[str, float, st
 
     def restore_backup() -> None:
         data = load_checkpoint(folder / "b.pt", ["backup"], map_location=model.strategy.device)
-        restore_training_state(model, data, callbacks, "bench")
+        restore_training_state(model.training_context, data, callbacks, "bench")
 
     rows.append(("restore backup (load + full state)", best(restore_backup, args.repeats), ""))
     rows += fit_stalls(model, args, folder)

@@ -324,9 +324,9 @@ def _trained_after_set_seed(seed):
     model.compile("sgd", mirrorfit.losses.SparseCategoricalCrossentropy(from_logits=True))
     x, y = _data(96)
     model.fit(x, y, batch_size=8, epochs=2, verbose=0)  # no seed: shuffled from set_seed's
-    first = model._compiled().seed
+    first = model.training_context.trainer.seed
     model.fit(x, y, batch_size=8, epochs=1, verbose=0)
-    return model.get_weights(), first, model._compiled().seed
+    return model.get_weights(), first, model.training_context.trainer.seed
 
 
 def test_set_seed_makes_fit_without_a_seed_repeat_exactly():

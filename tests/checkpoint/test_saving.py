@@ -85,4 +85,4 @@ def test_model_state_dict_round_trip_includes_position():
     other = build()
     other.load_state_dict(state)
     assert same_weights(other, model)
-    assert other._compiled().epoch == 2
+    assert other.training_context.epoch == 2

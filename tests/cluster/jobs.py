@@ -46,7 +46,7 @@ class Pace(Callback):
             time.sleep(cfg.get("pause", 0.1))
 
     def on_preemption(self):
-        trainer = self.model._compiled()
+        trainer = self.model.training_context
         sys.stdout.write(f"PREEMPTED rank={RANK} epoch={trainer.epoch} step={trainer.step}\n")
         sys.stdout.flush()
         return False  # saved nothing itself

@@ -162,7 +162,7 @@ class SignalAt(Callback):
             os.kill(os.getpid(), self.sig)
 
     def on_preemption(self):
-        trainer = self.model._compiled()
+        trainer = self.model.training_context
         self.preempted_at = (trainer.epoch, trainer.step)
 
 

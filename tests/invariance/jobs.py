@@ -67,7 +67,7 @@ METRICS = ["accuracy", label_mean]
 def train(name, model, optimizer, n, batch, *, steps_per_update=1, **fit):
     model.compile(optimizer, LOSS, METRICS, steps_per_update=steps_per_update)
     calls = [0]
-    wrapped = model._trainer.steps.wrapped
+    wrapped = model.training_context.setup.placed
     if hasattr(wrapped, "register_comm_hook"):   # count DDP's gradient all-reduces
         from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
         def counting(state, bucket):
