@@ -3,32 +3,25 @@
 from __future__ import annotations
 
 import contextlib
-import os
-import sys
-from datetime import timedelta
 from typing import Any
 
 import torch
 from torch import nn
 
-from mirrorfit.cluster import ClusterEnvironment, detect_environment, preemption
-from mirrorfit.cluster.errors import LAUNCHED_BY_MIRRORFIT, install_worker_excepthook
-from mirrorfit.cluster.launcher import launch_local
-from mirrorfit.cluster.threads import bind_worker, configure_cpu, threads_per_worker
-from mirrorfit.devices import DeviceSpec, resolve_devices
+from mirrorfit.devices import DeviceSpec
 from mirrorfit.strategies import ddp, process_group
 from mirrorfit.strategies.capabilities import BackwardSyncControl
-from mirrorfit.strategies.run import interactive_session
 from mirrorfit.strategies.setup import Clipping, Setup
-from mirrorfit.strategies.strategy import Strategy
 from mirrorfit.strategies.sync_batchnorm import convert_sync_batchnorm
+from mirrorfit.strategies.workers import (  # noqa: F401  (re-exported: older imports)
+    DEFAULT_TIMEOUT,
+    TIMEOUT_ENV,
+    WorkerStrategy,
+    collective_timeout,
+)
 
-#: seconds a collective may wait before the job fails (overridden by MIRRORFIT_TIMEOUT)
-DEFAULT_TIMEOUT = 300.0
-TIMEOUT_ENV = "MIRRORFIT_TIMEOUT"
 
-
-class MirroredStrategy(Strategy, BackwardSyncControl):
+class MirroredStrategy(WorkerStrategy, BackwardSyncControl):
     """Every replica holds the whole model; each step, each replica computes its
     share of the global batch and gradients are averaged with an all-reduce.
 
@@ -72,87 +65,14 @@ class MirroredStrategy(Strategy, BackwardSyncControl):
                  timeout: float | None = None, num_threads: int | None = None,
                  max_restarts: int = 0, find_unused_parameters: bool | None = None,
                  sync_batchnorm: bool = False, precision: str | None = None) -> None:
-        super().__init__(precision)
-        timeout = collective_timeout(timeout)
-        self._timeout = timedelta(seconds=timeout)
         self._find_unused = find_unused_parameters
         self._sync_batchnorm = sync_batchnorm
-        self._pending_launch: dict[str, Any] | None = None  # set while strategy.run must start
-        env = detect_environment()
-        if env.name == "local":
-            self._devices = resolve_devices(devices)
-            if len(self._devices) > 1 and interactive_session():
-                self._pending_launch = {"nprocs": len(self._devices), "port": port,
-                                        "devices": self._devices, "max_restarts": max_restarts,
-                                        "threads": num_threads or threads_per_worker(
-                                            len(self._devices))}
-                self._world = len(self._devices)
-                return
-            if len(self._devices) > 1:
-                self._launch_and_exit(port, num_threads, max_restarts)
-            self._setup_single(num_threads)
-        else:
-            self._join(env, devices, num_threads)
-
-    # --- start-up paths -----------------------------------------------------------------
-    def _launch_and_exit(self, port: int | None, num_threads: int | None,
-                         max_restarts: int) -> None:
-        n = len(self._devices)
-        os.environ["MIRRORFIT_DEVICES"] = ",".join(self._devices)
-        threads = num_threads or threads_per_worker(n)
-        sys.stdout.flush()
-        from torch.distributed.elastic.multiprocessing.api import SignalException
-
-        try:
-            code = launch_local(n, port=port, max_restarts=max_restarts, num_threads=threads)
-        except SignalException as exc:  # e.g. SIGTERM to this parent: the agent passed it
-            # on to the workers (they back up and exit, see cluster.preemption); no traceback
-            print(f"mirrorfit: {exc.sigval.name} received; the workers were stopped",
-                  file=sys.stderr)
-            code = 128 + int(exc.sigval)
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)  # the workers did the work; do not run the rest of the script here
-
-    def _setup_single(self, num_threads: int | None) -> None:
-        self._device = torch.device(self._devices[0])
-        if self._device.type == "cpu":
-            configure_cpu(num_threads)  # one process: keep the user's thread count
-        preemption.install()  # USR1/SIGTERM: back up, requeue, exit (cluster.preemption)
-
-    def _join(self, env: ClusterEnvironment, devices: DeviceSpec,
-              num_threads: int | None) -> None:
-        self._rank, self._world, self._local_rank = env.rank, env.world_size, env.local_rank
-        listed = os.environ.get("MIRRORFIT_DEVICES")
-        self._devices = listed.split(",") if listed else resolve_devices(devices)
-        if devices is not None and not listed and len(self._devices) != env.local_world_size:
-            raise ValueError(
-                f"MirroredStrategy(devices={devices!r}) names {len(self._devices)} devices on "
-                f"this node, but the {env.name} launcher started {env.local_world_size} workers "
-                "here. Start one worker per device, or pass devices=None."
-            )
-        self._device = torch.device(self._devices[self._local_rank % len(self._devices)])
-        if self._device.type == "cuda":
-            torch.cuda.set_device(self._device)
-            backend = "nccl"
-        else:
-            threads = num_threads or threads_per_worker(env.local_world_size)
-            configure_cpu(threads)
-            if os.environ.get(LAUNCHED_BY_MIRRORFIT):  # torchrun and srun place their own
-                bind_worker(env.local_rank, env.local_world_size, threads)
-            backend = "gloo"
-        install_worker_excepthook(self._rank, timeout=self._timeout.total_seconds())
-        preemption.install()  # before the group forms: a USR1 during set-up is kept for fit
-        if self._world > 1:
-            process_group.init_process_group(env, backend, self._timeout)
+        super().__init__(devices, port=port, timeout=timeout, num_threads=num_threads,
+                         max_restarts=max_restarts, precision=precision)
 
     # --- modules ------------------------------------------------------------------------
     def setup_module(self, module: nn.Module) -> nn.Module:
-        if self._pending_launch is not None:
-            raise RuntimeError(
-                f"MirroredStrategy(devices={self._pending_launch['nprocs']}) was created in an "
-                "interactive session, where no script can be re-run in the workers. Put the "
-                "model building and training in a function and call strategy.run(fn).")
+        self._check_started()
         if self._sync_batchnorm:
             convert_sync_batchnorm(module)  # in place, also with one replica (same layers)
         module = module.to(self._device)
@@ -194,31 +114,6 @@ class MirroredStrategy(Strategy, BackwardSyncControl):
             setup.placed = setup.wrapped = placed
             if setup.jit_compile:
                 setup.compile()
-
-    @property
-    def devices(self) -> list[str]:
-        return list(self._devices)
-
-
-def collective_timeout(timeout: float | None) -> float:
-    """``timeout``, else ``MIRRORFIT_TIMEOUT``, else 300 seconds; must be > 0.
-
-    Raises:
-        ValueError: a value that is not a positive number of seconds.
-    """
-    source = "timeout"
-    if timeout is None:
-        value = os.environ.get(TIMEOUT_ENV)
-        if not value:
-            return DEFAULT_TIMEOUT
-        source = f"environment variable {TIMEOUT_ENV}"
-        try:
-            timeout = float(value)
-        except ValueError:
-            raise ValueError(f"{source} must be a number of seconds, received {value!r}.") from None
-    if not timeout > 0:
-        raise ValueError(f"{source} must be > 0 seconds, received {timeout!r}.")
-    return float(timeout)
 
 
 class MultiWorkerMirroredStrategy(MirroredStrategy):
