@@ -6,7 +6,9 @@ it over the target, then ``fsync`` the directory so the rename itself survives a
 power cut. A crash at any point leaves the previous file intact; at worst a
 stale temporary file stays behind, which :func:`remove_stale_temps` clears.
 
-One writer per file: mirrorfit only ever calls this on the chief.
+One writer per file: mirrorfit only ever calls this on the chief. A sharded
+checkpoint (``checkpoint.sharded``) is a folder behind a link that is replaced the
+same way; :func:`remove` and :func:`remove_stale_temps` handle those too.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import glob
 import os
+import shutil
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +25,8 @@ from typing import IO, Any
 import torch
 
 _TMP_MARK = ".tmp-"
+#: the data folders of sharded checkpoints, next to the link that names the live one
+DATA_MARK = ".data-"
 
 
 def temp_path(path: str | os.PathLike[str]) -> Path:
@@ -97,7 +102,8 @@ def atomic_save(obj: Any, path: str | os.PathLike[str]) -> Path:
 
 
 def remove_stale_temps(path: str | os.PathLike[str]) -> list[Path]:
-    """Delete temporary files a killed writer of ``path`` left behind.
+    """Delete temporary files and folders a killed writer of ``path`` left behind, and
+    data folders of a sharded checkpoint that ``path`` no longer links to.
 
     Call it only where no other process writes ``path`` (the chief, before its
     first save). Returns the removed paths.
@@ -105,20 +111,43 @@ def remove_stale_temps(path: str | os.PathLike[str]) -> list[Path]:
     target = Path(path)
     if not target.parent.is_dir():
         return []
+    live = linked_folder(target)
+    name = glob.escape(target.name)
     removed = []
-    for stale in target.parent.glob(f".{glob.escape(target.name)}{_TMP_MARK}*"):
+    for stale in [*target.parent.glob(f".{name}{_TMP_MARK}*"),
+                  *target.parent.glob(f".{name}{DATA_MARK}*")]:
+        if live is not None and stale.name == live.name:
+            continue
         with contextlib.suppress(OSError):
-            stale.unlink()
+            _delete(stale)
             removed.append(stale)
     return removed
 
 
+def linked_folder(target: Path) -> Path | None:
+    """The folder a sharded checkpoint's link ``target`` points to (None: not a link)."""
+    if not target.is_symlink():
+        return None
+    return target.parent / os.readlink(target)
+
+
 def remove(path: str | os.PathLike[str]) -> bool:
-    """Delete ``path`` durably if it exists; returns whether it did."""
+    """Delete ``path`` durably if it exists (a file, or a sharded checkpoint's link and
+    folder); returns whether it did."""
     target = Path(path)
+    data = linked_folder(target)
     try:
-        target.unlink()
+        _delete(target)
     except FileNotFoundError:
         return False
     fsync_dir(target.parent)
+    if data is not None and data.parent == target.parent:
+        shutil.rmtree(data, ignore_errors=True)
     return True
+
+
+def _delete(entry: Path) -> None:
+    if entry.is_dir() and not entry.is_symlink():
+        shutil.rmtree(entry)
+    else:
+        entry.unlink()
