@@ -22,6 +22,7 @@ from mirrorfit.callbacks.callback import Callback
 from mirrorfit.callbacks.callback_list import CallbackList
 from mirrorfit.callbacks.history import History
 from mirrorfit.callbacks.progbar_logger import ProgbarLogger, format_logs
+from mirrorfit.callbacks.step_timing import StepTiming
 from mirrorfit.checkpoint import model_file
 from mirrorfit.model_inputs import fit_streams, stream_for
 from mirrorfit.strategies import consistency, context
@@ -202,6 +203,7 @@ class Model:
         extra: list[Callback] = [self.history] if self.history is not None else []
         if verbose and not any(isinstance(cb, ProgbarLogger) for cb in callbacks or []):
             extra.append(ProgbarLogger(verbose))
+        extra.append(StepTiming())  # last: its batch hooks frame the step itself
         params = {"epochs": epochs, "verbose": verbose,
                   "steps": steps_per_epoch or stream.steps_per_epoch(),
                   "samples": None if steps_per_epoch else stream.num_samples()}
