@@ -8,7 +8,7 @@ distribution code.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -239,6 +239,29 @@ class Model:
         stream = stream_for(self.strategy, x, None, None, batch_size)
         consistency.check_stream(self.strategy, stream, "predict")
         return trainer.predict(stream, CallbackList(callbacks, self, {}))
+
+    def summary(self, input_shape: Any = None, sample: Any = None,
+                print_fn: Callable[[str], Any] | None = None,
+                dtype: torch.dtype | None = None) -> str:
+        """Print Keras's table of layers, output shapes and parameters (chief only).
+
+        Args:
+            input_shape: one input's shape without the batch dimension, e.g.
+                ``(784,)`` (or a list of shapes), to show output shapes.
+            sample: a real input batch instead of ``input_shape``.
+            print_fn: called with each line instead of ``print`` (Keras's argument).
+            dtype: the input dtype for ``input_shape`` (default float32).
+
+        Returns:
+            The table as one string (on every worker).
+        """
+        from mirrorfit.callbacks.chief_io import chief_print
+        from mirrorfit.summary import summary_lines
+
+        lines = summary_lines(self.module, input_shape, sample, dtype)
+        for line in lines:
+            chief_print(self, line, print_fn)
+        return "\n".join(lines)
 
     # --- weights ------------------------------------------------------------------------
     def get_weights(self) -> list[np.ndarray]:
