@@ -61,6 +61,7 @@ class LearningRateScheduler(Callback):
         self.schedule = schedule
         self.verbose = verbose
         self._applied: int | None = None  # the epoch whose rate is set
+        self._epoch_lr = 0.0
         self._restored = False
 
     def on_train_begin(self, logs: Logs | None = None) -> None:
@@ -73,10 +74,14 @@ class LearningRateScheduler(Callback):
             self._applied = None
 
     def on_epoch_begin(self, epoch: int, logs: Logs | None = None) -> None:
-        if self.scheduler is not None or self._applied == epoch:  # resumed mid-epoch
-            return
         assert self.model is not None
         groups = self.model.optimizer.param_groups
+        if self.scheduler is None and self._applied != epoch:  # not when resumed mid-epoch
+            self._apply(epoch, groups)
+        self._epoch_lr = float(groups[0]["lr"])  # the rate this epoch trains with
+
+    def _apply(self, epoch: int, groups: list[dict[str, Any]]) -> None:
+        assert self.model is not None
         lr = _call(self.schedule, epoch, float(groups[0]["lr"]))
         strategy = self.model.strategy
         if strategy.num_replicas_in_sync > 1:
@@ -90,9 +95,8 @@ class LearningRateScheduler(Callback):
 
     def on_epoch_end(self, epoch: int, logs: Logs | None = None) -> None:
         assert self.model is not None
-        used = float(self.model.optimizer.param_groups[0]["lr"])
-        if logs is not None:
-            logs["learning_rate"] = used
+        if logs is not None:  # the epoch's rate, even if another callback changed it since
+            logs["learning_rate"] = self._epoch_lr
         if self.scheduler is not None:
             self.scheduler.step()
             if self.verbose > 0:
