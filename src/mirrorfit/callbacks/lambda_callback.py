@@ -5,8 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from mirrorfit.callbacks.callback import Callback
+from mirrorfit.callbacks.callback import Callback, Logs
 from mirrorfit.callbacks.callback_list import HOOKS
+
+# hooks that take only logs (the others take an epoch or batch index first)
+_UNINDEXED = ("train_begin", "train_end", "test_begin", "test_end", "predict_begin",
+              "predict_end")
 
 
 class LambdaCallback(Callback):
@@ -58,7 +62,19 @@ class LambdaCallback(Callback):
             if not callable(fn):
                 raise TypeError(f"LambdaCallback: {name} must be callable; received "
                                 f"{type(fn).__name__}.")
-            setattr(self, name, fn)  # CallbackList sees instance attributes as overrides
+            # CallbackList sees instance attributes as overrides
+            setattr(self, name, _with_logs(fn, indexed=not name.endswith(_UNINDEXED)))
         # a batch-end function reads the running logs: ask fit for them
         self.batch_logs = any(hooks.get(h) is not None for h in ("on_train_batch_end",
                                                                  "on_batch_end"))
+
+
+def _with_logs(fn: Callable[..., Any], indexed: bool) -> Callable[..., Any]:
+    """Keras calls every hook with logs (``{}`` when there are none): so does this."""
+    if indexed:
+        def hook(index: int, logs: Logs | None = None) -> Any:
+            return fn(index, logs if logs is not None else {})
+    else:
+        def hook(logs: Logs | None = None) -> Any:  # type: ignore[misc]
+            return fn(logs if logs is not None else {})
+    return hook

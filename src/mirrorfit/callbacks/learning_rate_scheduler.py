@@ -21,7 +21,7 @@ class LearningRateScheduler(Callback):
     ``schedule`` is either Keras's function ``schedule(epoch, lr) -> new_lr``
     (or ``schedule(epoch)``), called at the start of each epoch (0-based), or a
     ``torch.optim.lr_scheduler`` instance built on ``model.optimizer``, stepped
-    at the end of each epoch. The rate in use during the epoch is added to the
+    at the end of each epoch. The rate the epoch started with is added to the
     logs as ``learning_rate``.
 
     Every replica sets the same rate: a function's result is taken from the chief
@@ -60,7 +60,7 @@ class LearningRateScheduler(Callback):
                             f"received {type(schedule).__name__}.")
         self.schedule = schedule
         self.verbose = verbose
-        self._applied: int | None = None  # the epoch whose rate is set
+        self._applied: int | None = None  # the epoch whose start was handled
         self._epoch_lr = 0.0
         self._restored = False
 
@@ -74,11 +74,14 @@ class LearningRateScheduler(Callback):
             self._applied = None
 
     def on_epoch_begin(self, epoch: int, logs: Logs | None = None) -> None:
+        if self._applied == epoch:  # resumed mid-epoch: set (and recorded) before the backup
+            return
         assert self.model is not None
         groups = self.model.optimizer.param_groups
-        if self.scheduler is None and self._applied != epoch:  # not when resumed mid-epoch
+        if self.scheduler is None:
             self._apply(epoch, groups)
-        self._epoch_lr = float(groups[0]["lr"])  # the rate this epoch trains with
+        self._epoch_lr = float(groups[0]["lr"])  # the rate this epoch starts with
+        self._applied = epoch
 
     def _apply(self, epoch: int, groups: list[dict[str, Any]]) -> None:
         assert self.model is not None
@@ -88,7 +91,6 @@ class LearningRateScheduler(Callback):
             lr = strategy.broadcast_object(lr)  # the chief's value everywhere
         for group in groups:
             group["lr"] = lr
-        self._applied = epoch
         if self.verbose > 0:
             chief_print(self.model, f"\nEpoch {epoch + 1}: LearningRateScheduler setting "
                                     f"learning rate to {lr}.")
@@ -108,11 +110,12 @@ class LearningRateScheduler(Callback):
         self._restored = False
 
     def state_dict(self) -> dict[str, Any]:
-        return {"applied": self._applied,
+        return {"applied": self._applied, "epoch_lr": self._epoch_lr,
                 "scheduler": None if self.scheduler is None else self.scheduler.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._applied = None if state["applied"] is None else int(state["applied"])
+        self._epoch_lr = float(state["epoch_lr"])
         if self.scheduler is not None and state.get("scheduler") is not None:
             self.scheduler.load_state_dict(state["scheduler"])
         self._restored = True

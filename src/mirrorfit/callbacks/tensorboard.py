@@ -77,29 +77,42 @@ class TensorBoard(Callback):
         self.update_freq = update_freq
         self.batch_logs = update_freq != "epoch"
         self._writers: dict[str, Any] = {}
-        self._next_epoch = 0  # the next epoch to write (purge point on resume)
-        self._step = 0  # global training steps seen
-        self._purge: dict[str, int] | None = None
+        # the global step is counted from the batch index fit passes (its position), so
+        # it stays right wherever BackupAndRestore sits in the callback list
+        self._epoch = -1  # the epoch whose start was handled
+        self._epoch_start = 0  # global steps before it
+        self._steps = 0  # global steps done
+        self._purge: dict[str, int] = {}  # per run: drop events from this step on (resume)
+        self._resuming = False
         self._restored = False
         self._graph_hook: Any = None
 
     # --- hooks --------------------------------------------------------------------------
     def on_train_begin(self, logs: Logs | None = None) -> None:
         if not self._restored:
-            self._next_epoch, self._step, self._purge = 0, 0, None
+            self._epoch, self._epoch_start, self._steps = -1, 0, 0
+            self._purge, self._resuming = {}, False
         if self.write_graph and is_chief(self.model):
             assert self.model is not None
             self._graph_hook = self.model.module.register_forward_pre_hook(self._graph)
 
+    def on_epoch_begin(self, epoch: int, logs: Logs | None = None) -> None:
+        if self._resuming:  # what the interrupted run wrote from this epoch on is dropped
+            self._purge.update(train=epoch, validation=epoch)
+        if epoch != self._epoch:  # not when resumed in the middle of this epoch
+            self._epoch, self._epoch_start = epoch, self._steps
+
     def on_train_batch_end(self, batch: int, logs: Logs | None = None) -> None:
-        self._step += 1
-        if self.update_freq == "epoch" or self._step % int(self.update_freq):
+        self._steps = step = self._epoch_start + batch + 1
+        if self._resuming:
+            self._purge["batch"] = step
+            self._resuming = False
+        if self.update_freq == "epoch" or step % int(self.update_freq):
             return
         if is_chief(self.model):
-            self._scalars("batch", "batch_", logs or {}, self._step)
+            self._scalars("batch", "batch_", logs or {}, step)
 
     def on_epoch_end(self, epoch: int, logs: Logs | None = None) -> None:
-        self._next_epoch = epoch + 1
         if not is_chief(self.model):
             return
         logs = logs or {}
@@ -126,7 +139,7 @@ class TensorBoard(Callback):
     # --- writing ------------------------------------------------------------------------
     def _writer(self, run: str) -> Any:
         if run not in self._writers:
-            purge = (self._purge or {}).get(run)
+            purge = self._purge.get(run)
             self._writers[run] = self._writer_class(os.path.join(self.log_dir, run),
                                                     purge_step=purge)
         return self._writers[run]
@@ -158,13 +171,12 @@ class TensorBoard(Callback):
 
     # --- state --------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        return {"next_epoch": self._next_epoch, "step": self._step}
+        return {"epoch": self._epoch, "epoch_start": self._epoch_start, "steps": self._steps}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self._next_epoch, self._step = int(state["next_epoch"]), int(state["step"])
-        # what the interrupted run wrote from here on is discarded by TensorBoard
-        self._purge = {"train": self._next_epoch, "validation": self._next_epoch,
-                       "batch": self._step + 1}
+        self._epoch, self._epoch_start = int(state["epoch"]), int(state["epoch_start"])
+        self._steps = int(state["steps"])
+        self._purge, self._resuming = {}, True  # purge points are set where training resumes
         with contextlib.suppress(Exception):
             for w in self._writers.values():
                 w.close()
