@@ -155,7 +155,8 @@ class TensorBoard(Callback):
         modes = [(m, m.training) for m in module.modules()]
         try:
             module.eval()
-            with torch.no_grad(), torch.random.fork_rng(devices=[]):
+            with torch.no_grad(), torch.random.fork_rng(devices=[]), warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)  # add_graph uses jit.trace
                 self._writer("train").add_graph(module, args)
         except Exception as exc:  # tracing fails on some modules: say so, keep training
             warnings.warn(f"TensorBoard: could not trace the graph ({exc}); set "
