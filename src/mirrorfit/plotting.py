@@ -105,7 +105,8 @@ def read_csv_log(path: str | os.PathLike[str],
         raise ValueError(f"{os.fspath(path)!r} is not a CSVLogger log: its first line should "
                          f"start with 'epoch'{separator}...; check the file or --separator.")
     keys = rows[0][1:]
-    epochs, history = [], {k: [] for k in keys}
+    epochs: list[int] = []
+    history: dict[str, list[float]] = {k: [] for k in keys}
     for n, row in enumerate(rows[1:], start=2):
         if not row:
             continue

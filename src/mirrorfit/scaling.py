@@ -34,7 +34,9 @@ from typing import Any
 
 import torch
 
-__all__ = ["LearningRateWarmup", "scaled_learning_rate", "warmup_factor", "warmup_schedule"]
+# LearningRateWarmup lives in mirrorfit.callbacks; ``from mirrorfit.scaling import
+# LearningRateWarmup`` still works (module __getattr__ below)
+__all__ = ["scaled_learning_rate", "warmup_factor", "warmup_schedule"]
 
 _RULES = ("linear", "sqrt", "none")
 

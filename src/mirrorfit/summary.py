@@ -167,7 +167,7 @@ def _layers(module: nn.Module) -> list[tuple[str, nn.Module]]:
 def _zeros_like_shapes(input_shape: Shape | Sequence[Shape],
                        dtype: torch.dtype | None) -> tuple[torch.Tensor, ...]:
     many = len(input_shape) > 0 and all(isinstance(s, (tuple, list)) for s in input_shape)
-    shapes = list(input_shape) if many else [input_shape]
+    shapes: list[Any] = list(input_shape) if many else [input_shape]
     out = []
     for s in shapes:
         if not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in s):

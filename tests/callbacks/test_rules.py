@@ -149,9 +149,9 @@ def test_scheduler_errors_name_the_problem():
     x, y = data()
     with pytest.raises(ValueError, match="built on another optimizer"):
         model.fit(x, y, epochs=1, verbose=0, callbacks=[cb])
-    with pytest.raises(TypeError, match="use mirrorfit.callbacks.ReduceLROnPlateau"):
+    with pytest.raises(TypeError, match=r"use mirrorfit\.callbacks\.ReduceLROnPlateau"):
         LearningRateScheduler(torch.optim.lr_scheduler.ReduceLROnPlateau(model.optimizer))
-    with pytest.raises(TypeError, match="received int"):
+    with pytest.raises(TypeError, match=r"received int\."):
         LearningRateScheduler(3)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"schedule\(0\) must return a learning rate .* "
                                          r"received 'fast'"):

@@ -59,6 +59,8 @@ class LearningRateScheduler(Callback):
                             f"schedule(epoch, lr) or a torch.optim.lr_scheduler instance; "
                             f"received {type(schedule).__name__}.")
         self.schedule = schedule
+        self._fn: Callable[..., float] | None = (
+            None if isinstance(schedule, lr_scheduler.LRScheduler) else schedule)
         self.verbose = verbose
         self._applied: int | None = None  # the epoch whose start was handled
         self._epoch_lr = 0.0
@@ -85,7 +87,8 @@ class LearningRateScheduler(Callback):
 
     def _apply(self, epoch: int, groups: list[dict[str, Any]]) -> None:
         assert self.model is not None
-        lr = _call(self.schedule, epoch, float(groups[0]["lr"]))
+        assert self._fn is not None
+        lr = _call(self._fn, epoch, float(groups[0]["lr"]))
         strategy = self.model.strategy
         if strategy.num_replicas_in_sync > 1:
             lr = strategy.broadcast_object(lr)  # the chief's value everywhere
@@ -125,8 +128,8 @@ def _call(schedule: Callable[..., float], epoch: int, lr: float) -> float:
     """Keras's two signatures: ``schedule(epoch, lr)``, or the older ``schedule(epoch)``."""
     try:
         params = inspect.signature(schedule).parameters.values()
-        takes_lr = sum(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in params) >= 2 \
-            or any(p.kind == p.VAR_POSITIONAL for p in params)
+        positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        takes_lr = len(positional) >= 2 or any(p.kind == p.VAR_POSITIONAL for p in params)
     except (TypeError, ValueError):  # a builtin without a signature
         takes_lr = True
     value = schedule(epoch, lr) if takes_lr else schedule(epoch)
