@@ -71,6 +71,7 @@ def plot_history(history: Mapping[str, Sequence[float]], path: str | os.PathLike
                     ax.plot(xs, ys, style, label=label, markersize=3)
         ax.set_title(name)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(_integer_ticks())
         ax.grid(alpha=0.3)
         if name == "learning_rate":
             ax.set_yscale("log")
@@ -82,6 +83,12 @@ def plot_history(history: Mapping[str, Sequence[float]], path: str | os.PathLike
     target.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(target, dpi=110)
     return target
+
+
+def _integer_ticks() -> Any:
+    from matplotlib.ticker import MaxNLocator
+
+    return MaxNLocator(integer=True)
 
 
 def _points(values: Sequence[float], epochs: Sequence[int] | None) -> tuple[list[int], list[float]]:
