@@ -30,13 +30,19 @@ or N replicas; each replica just gets ``64 / N`` samples per step.
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import torch
 
-# LearningRateWarmup lives in mirrorfit.callbacks; ``from mirrorfit.scaling import
-# LearningRateWarmup`` still works (module __getattr__ below)
-__all__ = ["scaled_learning_rate", "warmup_factor", "warmup_schedule"]
+from mirrorfit.callbacks.learning_rate_warmup import (
+    LearningRateWarmup,
+    check_warmup,
+    warmup_factor,
+)
+
+# LearningRateWarmup and warmup_factor live in mirrorfit.callbacks.learning_rate_warmup;
+# importing them from here keeps working
+__all__ = ["LearningRateWarmup", "check_warmup", "scaled_learning_rate", "warmup_factor",
+           "warmup_schedule"]
 
 _RULES = ("linear", "sqrt", "none")
 
@@ -65,18 +71,6 @@ def scaled_learning_rate(base_lr: float, global_batch: int, base_batch: int,
     return base_lr * factor
 
 
-def warmup_factor(step: int, warmup_steps: int, start_factor: float = 0.0) -> float:
-    """Multiplier of the target rate at optimizer step ``step`` (0-based).
-
-    ``start_factor + (1 - start_factor) * min(1, (step + 1) / warmup_steps)``: with the
-    default ``start_factor=0`` the first step uses 1/warmup_steps of the rate and step
-    ``warmup_steps - 1`` the full rate (Goyal et al.'s gradual warmup).
-    """
-    if warmup_steps <= 0:
-        return 1.0
-    return start_factor + (1.0 - start_factor) * min(1.0, (step + 1) / warmup_steps)
-
-
 def warmup_schedule(optimizer: torch.optim.Optimizer, warmup_steps: int,
                     start_factor: float = 0.0) -> torch.optim.lr_scheduler.LambdaLR:
     """A torch scheduler for your own loop: call ``.step()`` after each ``optimizer.step()``.
@@ -97,20 +91,3 @@ def warmup_schedule(optimizer: torch.optim.Optimizer, warmup_steps: int,
     check_warmup(warmup_steps, start_factor)
     return torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: warmup_factor(step, warmup_steps, start_factor))
-
-
-def check_warmup(warmup_steps: int, start_factor: float) -> None:
-    if not isinstance(warmup_steps, int) or warmup_steps < 0:
-        raise ValueError(f"warmup_steps must be an integer >= 0; received {warmup_steps!r}.")
-    if not 0.0 <= start_factor <= 1.0:
-        raise ValueError(f"the warmup must start between 0 and the target rate (factor in "
-                         f"[0, 1]); received a start factor of {start_factor!r}.")
-
-
-def __getattr__(name: str) -> Any:
-    # LearningRateWarmup moved to mirrorfit.callbacks; the old import keeps working
-    if name == "LearningRateWarmup":
-        from mirrorfit.callbacks.learning_rate_warmup import LearningRateWarmup
-
-        return LearningRateWarmup
-    raise AttributeError(f"module 'mirrorfit.scaling' has no attribute {name!r}")

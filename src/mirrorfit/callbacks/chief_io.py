@@ -14,18 +14,17 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import Any, BinaryIO
 
-if TYPE_CHECKING:
-    from mirrorfit.model import Model
+from mirrorfit.callbacks.callback import TrainableModel
 
 
-def is_chief(model: Model | None) -> bool:
+def is_chief(model: TrainableModel | None) -> bool:
     """True on the worker that writes files and prints (also outside any ``fit``)."""
     return model is None or model.strategy.is_chief
 
 
-def chief_print(model: Model | None, text: str,
+def chief_print(model: TrainableModel | None, text: str,
                 print_fn: Callable[[str], Any] | None = None) -> None:
     """Print ``text`` (with ``print_fn`` if given, else to stdout) on the chief only."""
     if not is_chief(model):

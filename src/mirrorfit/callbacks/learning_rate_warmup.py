@@ -5,7 +5,28 @@ from __future__ import annotations
 from typing import Any
 
 from mirrorfit.callbacks.callback import Callback, Logs
-from mirrorfit.scaling import check_warmup, warmup_factor
+
+__all__ = ["LearningRateWarmup", "check_warmup", "warmup_factor"]
+
+
+def warmup_factor(step: int, warmup_steps: int, start_factor: float = 0.0) -> float:
+    """Multiplier of the target rate at optimizer step ``step`` (0-based).
+
+    ``start_factor + (1 - start_factor) * min(1, (step + 1) / warmup_steps)``: with the
+    default ``start_factor=0`` the first step uses 1/warmup_steps of the rate and step
+    ``warmup_steps - 1`` the full rate (Goyal et al.'s gradual warmup).
+    """
+    if warmup_steps <= 0:
+        return 1.0
+    return start_factor + (1.0 - start_factor) * min(1.0, (step + 1) / warmup_steps)
+
+
+def check_warmup(warmup_steps: int, start_factor: float) -> None:
+    if not isinstance(warmup_steps, int) or warmup_steps < 0:
+        raise ValueError(f"warmup_steps must be an integer >= 0; received {warmup_steps!r}.")
+    if not 0.0 <= start_factor <= 1.0:
+        raise ValueError(f"the warmup must start between 0 and the target rate (factor in "
+                         f"[0, 1]); received a start factor of {start_factor!r}.")
 
 
 class LearningRateWarmup(Callback):

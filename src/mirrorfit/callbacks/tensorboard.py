@@ -94,7 +94,8 @@ class TensorBoard(Callback):
             self._purge, self._resuming = {}, False
         if self.write_graph and is_chief(self.model):
             assert self.model is not None
-            self._graph_hook = self.model.module.register_forward_pre_hook(self._graph)
+            module = self.model.training_context.module
+            self._graph_hook = module.register_forward_pre_hook(self._graph)
 
     def on_epoch_begin(self, epoch: int, logs: Logs | None = None) -> None:
         if self._resuming:  # what the interrupted run wrote from this epoch on is dropped
@@ -124,7 +125,7 @@ class TensorBoard(Callback):
         if self.histogram_freq and (epoch + 1) % self.histogram_freq == 0:
             assert self.model is not None
             writer = self._writer("train")
-            for name, p in self.model.module.named_parameters():
+            for name, p in self.model.training_context.module.named_parameters():
                 writer.add_histogram(name, p.detach().cpu(), epoch)
         for w in self._writers.values():
             w.flush()
