@@ -8,7 +8,7 @@ distribution code.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -22,6 +22,7 @@ from mirrorfit.callbacks.callback import Callback
 from mirrorfit.callbacks.callback_list import CallbackList
 from mirrorfit.callbacks.history import History
 from mirrorfit.callbacks.progbar_logger import ProgbarLogger, format_logs
+from mirrorfit.callbacks.step_timing import StepTiming
 from mirrorfit.checkpoint import model_file
 from mirrorfit.model_inputs import fit_streams, stream_for
 from mirrorfit.strategies import consistency, context
@@ -202,6 +203,7 @@ class Model:
         extra: list[Callback] = [self.history] if self.history is not None else []
         if verbose and not any(isinstance(cb, ProgbarLogger) for cb in callbacks or []):
             extra.append(ProgbarLogger(verbose))
+        extra.append(StepTiming())  # last: its batch hooks frame the step itself
         params = {"epochs": epochs, "verbose": verbose,
                   "steps": steps_per_epoch or stream.steps_per_epoch(),
                   "samples": None if steps_per_epoch else stream.num_samples()}
@@ -237,6 +239,29 @@ class Model:
         stream = stream_for(self.strategy, x, None, None, batch_size)
         consistency.check_stream(self.strategy, stream, "predict")
         return trainer.predict(stream, CallbackList(callbacks, self, {}))
+
+    def summary(self, input_shape: Any = None, sample: Any = None,
+                print_fn: Callable[[str], Any] | None = None,
+                dtype: torch.dtype | None = None) -> str:
+        """Print Keras's table of layers, output shapes and parameters (chief only).
+
+        Args:
+            input_shape: one input's shape without the batch dimension, e.g.
+                ``(784,)`` (or a list of shapes), to show output shapes.
+            sample: a real input batch instead of ``input_shape``.
+            print_fn: called with each line instead of ``print`` (Keras's argument).
+            dtype: the input dtype for ``input_shape`` (default float32).
+
+        Returns:
+            The table as one string (on every worker).
+        """
+        from mirrorfit.callbacks.chief_io import chief_print
+        from mirrorfit.summary import summary_lines
+
+        lines = summary_lines(self.module, input_shape, sample, dtype)
+        for line in lines:
+            chief_print(self, line, print_fn)
+        return "\n".join(lines)
 
     # --- weights ------------------------------------------------------------------------
     def get_weights(self) -> list[np.ndarray]:

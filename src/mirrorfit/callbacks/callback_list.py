@@ -7,7 +7,7 @@ from typing import Any
 
 from mirrorfit.callbacks.callback import Callback, Logs, TrainableModel
 
-_HOOKS = [
+HOOKS = [
     "on_train_begin", "on_train_end", "on_epoch_begin", "on_epoch_end",
     "on_train_batch_begin", "on_train_batch_end", "on_test_begin", "on_test_end",
     "on_test_batch_begin", "on_test_batch_end", "on_predict_begin", "on_predict_end",
@@ -31,7 +31,7 @@ class CallbackList(Callback):
             cb.set_params(params)
         self.batch_logs = any(cb.batch_logs for cb in self.callbacks)
         # bind only the hooks somebody overrides, so empty hooks cost nothing per step
-        for hook in _HOOKS:
+        for hook in HOOKS:
             targets = [getattr(cb, hook) for cb in self.callbacks if _overrides(cb, hook)]
             setattr(self, hook, _fan_out(targets))
 

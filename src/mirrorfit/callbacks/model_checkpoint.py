@@ -10,10 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from mirrorfit.callbacks.callback import Callback, Logs
+from mirrorfit.callbacks.monitor import Monitor
 from mirrorfit.checkpoint import atomic, model_file
 from mirrorfit.checkpoint.writer import CheckpointWriter
-
-_MAX_HINTS = ("acc", "auc", "precision", "recall", "fmeasure", "f1")
 
 
 class ModelCheckpoint(Callback):
@@ -50,17 +49,17 @@ class ModelCheckpoint(Callback):
                  save_freq: str | int = "epoch", initial_value_threshold: float | None = None,
                  *, keep: int | None = None, async_save: bool = False) -> None:
         super().__init__()
-        _check_args(save_freq, keep, mode)
+        _check_args(save_freq, keep)
         self.filepath = os.fspath(filepath)
         self.monitor = monitor
         self.verbose = verbose
         self.save_best_only = save_best_only
         self.save_weights_only = save_weights_only
-        self.mode = _resolve_mode(mode, monitor)
+        self._monitor = Monitor(monitor, mode, owner="ModelCheckpoint")
+        self._monitor.reset(initial_value_threshold)
+        self.mode = self._monitor.mode
         self.save_freq = save_freq
         self.keep = keep
-        worst = math.inf if self.mode == "min" else -math.inf
-        self.best = worst if initial_value_threshold is None else float(initial_value_threshold)
         self.saved: list[str] = []
         self._writer = CheckpointWriter(async_save)
         self._epoch = 0
@@ -122,10 +121,16 @@ class ModelCheckpoint(Callback):
                               f"logs, which hold {sorted(logs)}; skipping this save. Pass "
                               "validation_data or monitor one of those keys.", stacklevel=3)
             return False
-        better = current < self.best if self.mode == "min" else current > self.best
-        if better:
-            self.best = float(current)
-        return better
+        return self._monitor.update(current)
+
+    @property
+    def best(self) -> float:
+        """The best value of ``monitor`` saved so far (Keras's attribute)."""
+        return self._monitor.best
+
+    @best.setter
+    def best(self, value: float) -> None:
+        self._monitor.best = float(value)
 
     def format_path(self, epoch: int, batch: int | None, logs: Logs) -> str:
         """``filepath`` with Keras's fields filled in (``epoch`` and ``batch`` 1-based).
@@ -167,12 +172,6 @@ def _remove_all(paths: list[str]) -> None:
         atomic.remove(Path(p))
 
 
-def _resolve_mode(mode: str, monitor: str) -> str:
-    if mode in ("min", "max"):
-        return mode
-    return "max" if any(h in monitor for h in _MAX_HINTS) else "min"
-
-
 def check_save_freq(save_freq: str | int) -> None:
     """Keras's ``save_freq``: 'epoch' or a positive number of steps.
 
@@ -185,9 +184,7 @@ def check_save_freq(save_freq: str | int) -> None:
                          f"{save_freq!r}.")
 
 
-def _check_args(save_freq: str | int, keep: int | None, mode: str) -> None:
+def _check_args(save_freq: str | int, keep: int | None) -> None:
     check_save_freq(save_freq)
     if keep is not None and (isinstance(keep, bool) or not isinstance(keep, int) or keep < 1):
         raise ValueError(f"keep must be None or a positive integer; received {keep!r}.")
-    if mode not in ("auto", "min", "max"):
-        raise ValueError(f"mode must be 'auto', 'min' or 'max'; received {mode!r}.")

@@ -1,4 +1,4 @@
-"""The ``mirrorfit`` command: ``devices``, ``run`` and ``slurm`` subcommands.
+"""The ``mirrorfit`` command: ``devices``, ``run``, ``slurm`` and ``plot`` subcommands.
 
 Each subcommand lives in its own module with ``register(subparsers)`` that adds
 its parser and sets ``func`` (a callable taking the parsed args and returning an
@@ -12,7 +12,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-_SUBCOMMANDS = ("devices", "run", "slurm")
+_SUBCOMMANDS = ("devices", "run", "slurm", "plot")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,6 +31,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(sys.argv[1:] if argv is None else list(argv))
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, FileNotFoundError, ImportError) as exc:
         print(f"mirrorfit {args.command}: error: {exc}", file=sys.stderr)
         return 2
