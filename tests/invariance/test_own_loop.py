@@ -13,8 +13,13 @@ from tests.procs import REPO, clean_env, run_python, write_script
 
 pytestmark = pytest.mark.multiprocess
 
-# 1025 = 16 * 64 + 1: the last global batch has one sample, so rank 1's share is empty
-ARGS = ("--train-samples", "1025", "--test-samples", "1001", "--epochs", "2")
+# 1025 = 16 * 64 + 1: the last global batch has one sample, so rank 1's share is empty.
+# One epoch: at the example's lr 0.05 with momentum 0.9 the two runs' rounding
+# differences (DDP sums gradients in another order, ~5e-8 after an epoch) grow about 40x
+# per epoch, and a max-pool tie flipped by them jumped 3e-4 in the second epoch
+# (measured; with average pooling: 5e-8, 3e-6, 8e-5 after epochs 1-3). Sampler orders
+# across epochs are checked exactly in test_pieces.py.
+ARGS = ("--train-samples", "1025", "--test-samples", "1001", "--epochs", "1")
 ENV = {"MIRRORFIT_NUM_THREADS": "1"}
 
 
@@ -45,7 +50,7 @@ def test_two_workers_train_the_weights_of_one_process(own_loop):
 
 def test_every_sample_once_per_epoch_and_exact_test_accuracy(own_loop):
     one, two = _epochs(own_loop[1][0]), _epochs(own_loop[2][0])
-    assert len(one) == len(two) == 2
+    assert len(one) == len(two) == 1
     for a, b in zip(one, two, strict=True):
         assert a[0] == b[0] == "1025" and a[3] == b[3] == "1001"
         assert a[2] == b[2]  # accuracy printed to 4 digits: the same counts

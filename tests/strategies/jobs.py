@@ -68,7 +68,8 @@ torch.manual_seed(0)
 rng = np.random.default_rng(0)
 x = rng.normal(size=(200, 6)).astype("float32")
 y = rng.normal(size=(200, 1)).astype("float32")
-x[150, 0] = 1e6  # step 3 (samples 120-159, unshuffled): rank 1's share overflows float16
+x[150, 0] = 1e6  # step 4 of each epoch (samples 120-159, unshuffled): rank 1's
+# share overflows float16
 mirrorfit.mixed_precision.set_global_policy("mixed_float16")
 with strategy.scope():
     model = mirrorfit.Model(nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 1)))

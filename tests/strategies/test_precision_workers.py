@@ -32,10 +32,11 @@ def test_fp16_overflow_skips_the_step_everywhere_and_resumes_bit_identically(tmp
     lines = sorted(ref.json_lines(), key=lambda r: r["rank"])
     assert lines[0]["steps"] == lines[1]["steps"]  # every replica took the same decisions
     steps = {s["step"]: s for s in lines[0]["steps"]}
-    assert steps[3]["w"] == steps[2]["w"]  # the overflowing step was skipped...
-    assert steps[3]["scale"] == steps[2]["scale"] / 2  # ...and the scale halved
-    assert all(steps[k]["w"] != steps[k - 1]["w"] for k in (2, 4, 5, 7))
-    assert steps[13]["w"] == steps[12]["w"] and steps[8]["w"] == steps[7]["w"]  # epochs 2, 3
+    assert steps[1]["scale"] == 2.0**15  # Keras's initial loss scale
+    assert steps[4]["w"] == steps[3]["w"]  # the overflowing step was skipped...
+    assert steps[4]["scale"] == steps[3]["scale"] / 2  # ...and the scale halved
+    assert all(steps[k]["w"] != steps[k - 1]["w"] for k in (2, 3, 5, 7))
+    assert steps[9]["w"] == steps[8]["w"] and steps[14]["w"] == steps[13]["w"]  # epochs 2, 3
 
     crashed = _fp16(tmp_path, tmp_path / "b1", tmp_path / "x.npz", 9)
     assert crashed.returncode != 0
