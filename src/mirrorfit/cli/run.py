@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from mirrorfit.cluster.launcher import LaunchSpec, launch
+from mirrorfit.cluster.launcher import LaunchSpec, PortInUseError, launch
 from mirrorfit.cluster.threads import threads_per_worker
 from mirrorfit.devices import list_devices
 
@@ -49,4 +49,8 @@ def run(args: argparse.Namespace) -> int:
     spec = LaunchSpec(nprocs=nprocs, nnodes=args.nnodes, node_rank=args.node_rank,
                       master=args.master, port=args.port, max_restarts=args.max_restarts,
                       num_threads=args.threads or threads_per_worker(nprocs))
-    return launch(spec, [args.script, *args.args])
+    try:
+        return launch(spec, [args.script, *args.args])
+    except PortInUseError as exc:
+        raise ValueError(f"{str(exc).split(';')[0]}; name another port in --master HOST:PORT "
+                         "(or --port), or leave --port out on one node for a free one.") from None

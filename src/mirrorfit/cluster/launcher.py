@@ -39,6 +39,7 @@ from mirrorfit.cluster.errors import (
     format_failures,
     root_cause,
 )
+from mirrorfit.cluster.interfaces import interface_towards
 
 STORE_ENV = "MIRRORFIT_STORE"
 #: workers ended by kill_survivors_of_a_failure (their exit is not a cause)
@@ -57,6 +58,9 @@ def bind_loopback(port: int = 0, host: str = "127.0.0.1") -> socket.socket:
         PortInUseError: ``port`` is taken, with the fix in the message.
     """
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # a port the previous run's store used may still hold TIME_WAIT connections; reusing
+    # it is safe (SO_REUSEADDR still refuses a port that another socket listens on)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
     except OSError as exc:
@@ -149,6 +153,7 @@ def launch_local(nprocs: int, *, port: int | None = None, max_restarts: int = 0,
 def launch(spec: LaunchSpec, command: Sequence[str] | None = None) -> int:
     """Start the workers of ``spec`` under torch elastic; return the exit status."""
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.elastic.rendezvous.api import RendezvousError
     from torch.distributed.launcher.api import elastic_launch
 
     spec.validate()
@@ -165,8 +170,7 @@ def launch(spec: LaunchSpec, command: Sequence[str] | None = None) -> int:
         # every interface; ours join through STORE_ENV, on loopback (and see TORCH-NOTES 2)
         "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1",
     })
-    if loopback:
-        os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
+    _choose_gloo_interface(host, loopback)
     _quiet_elastic_logs()
     try:
         with _reporting_restarts():
@@ -176,9 +180,31 @@ def launch(spec: LaunchSpec, command: Sequence[str] | None = None) -> int:
                     if f.pid not in _killed_pids]
         sys.stderr.write(format_failures(failures, spec.nprocs * spec.nnodes))
         return 1
+    except RendezvousError as exc:  # a node that cannot reach the master, or never joined
+        sys.stderr.write(rendezvous_message(spec, host, port, exc))
+        return 1
     finally:
         del store
     return 0
+
+
+def rendezvous_message(spec: LaunchSpec, host: str, port: int, exc: BaseException) -> str:
+    """One line for a node that could not form the job with the others."""
+    cause = exc.__cause__ or exc
+    return (f"mirrorfit: node {spec.node_rank} of {spec.nnodes} could not form the job "
+            f"through {host}:{port} ({type(cause).__name__}: {str(cause).strip()}); start "
+            f"every node with the same --nnodes and --master, node 0 first, and check that "
+            f"this host reaches {host} on port {port}.\n")
+
+
+def _choose_gloo_interface(host: str, loopback: bool) -> None:
+    """Unless the user named one, have gloo use the interface that reaches the master
+    (``cluster.interfaces``): its default, the host name's address, may be loopback."""
+    if "GLOO_SOCKET_IFNAME" in os.environ:
+        return
+    name = "lo" if loopback else interface_towards(host)
+    if name is not None:
+        os.environ["GLOO_SOCKET_IFNAME"] = name
 
 
 def _store_for(spec: LaunchSpec) -> tuple[dist.TCPStore | None, str, int]:
