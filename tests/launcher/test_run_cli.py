@@ -78,3 +78,22 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def test_a_taken_master_port_is_one_line(tmp_path):
+    """Node 0 cannot host the store on a port another program listens on: exit 2 and
+    one line naming the port (was: a PortInUseError traceback)."""
+    import socket
+
+    script = write_script(tmp_path, "print('hi')\n")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        res = subprocess.run(_cli("--nnodes", "2", "--node-rank", "0", "--master",
+                                  f"127.0.0.1:{port}", str(script)),
+                             capture_output=True, text=True, timeout=60, env=clean_env())
+    assert res.returncode == 2, res.stderr
+    assert res.stderr == (f"mirrorfit run: error: port={port} is already in use on 127.0.0.1; "
+                          "name another port in --master HOST:PORT (or --port), or leave "
+                          "--port out on one node for a free one.\n")

@@ -28,7 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(sys.argv[1:] if argv is None else list(argv))
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parser.parse_args(argv)
+    args.argv = argv  # for messages that show a corrected command line
     try:
         return int(args.func(args) or 0)
     except (ValueError, FileNotFoundError, ImportError) as exc:

@@ -5,10 +5,11 @@ script is written or submitted from impossible options. :func:`build_script`
 renders it; :func:`submit` writes it and calls ``sbatch``.
 
 Quoting: the ``export`` and ``srun`` lines are run by bash, and every user value
-there goes through :func:`shlex.quote`. ``#SBATCH`` lines are read by sbatch,
-whose parser knows double quotes but not single ones, so values on those lines
-are restricted to characters :func:`shlex.quote` leaves alone (letters, digits,
-``_@%+=:,./-``): nothing there can need quoting or end the comment.
+there goes through :func:`shlex.quote`. ``#SBATCH`` lines are read by sbatch, so
+their values are restricted to characters that sbatch passes on unchanged and
+that cannot end the comment (``cluster.sbatch_values``). ``--setup`` lines and
+the ``--prelude`` file are the user's own shell commands, written as given
+between ``set -e`` and ``set -u`` (module scripts often read unset variables).
 
 Example:
     >>> opts = SbatchOptions("train.py", nodes=2, gpus_per_node=4)  # doctest: +SKIP
@@ -21,13 +22,25 @@ import re
 import shlex
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from mirrorfit.cluster.sbatch_values import (
+    check_constraint,
+    check_directive_value,
+    check_env,
+    check_mem,
+    check_setup_line,
+    parse_env,
+    parse_time_limit,
+    read_prelude,
+)
 
 __all__ = [
     "SbatchOptions",
     "SubmitError",
+    "TasksPerGpuError",
     "build_script",
     "parse_env",
     "parse_job_id",
@@ -35,91 +48,17 @@ __all__ = [
     "submit",
 ]
 
-# use with fullmatch: "$" would also match before a trailing newline
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_SAFE_DIRECTIVE = re.compile(r"[\w@%+=:,./-]+", re.ASCII)
-_DIGITS = re.compile(r"[0-9]+")
 _SUBMITTED = re.compile(r"Submitted batch job (\d+)")
 _MAX_SIGNAL_SECONDS = 65535  # SLURM's limit for --signal=SIG@TIME
-_UNLIMITED = ("UNLIMITED", "INFINITE")
 
 
 class SubmitError(RuntimeError):
     """``sbatch`` refused the script or printed no job id."""
 
 
-def parse_time_limit(text: str) -> int | None:
-    """Seconds of a SLURM ``--time`` value; None for ``UNLIMITED``/``INFINITE``.
-
-    Accepts SLURM's forms ``MM``, ``MM:SS``, ``HH:MM:SS``, ``D-HH``, ``D-HH:MM``,
-    ``D-HH:MM:SS``. Minutes and seconds after the first field must be < 60 and
-    hours after a day count < 24 (SLURM silently rolls these over; here they are
-    treated as typos).
-
-    Raises:
-        ValueError: the value, the accepted forms and an example.
-    """
-    value = text.strip()
-    if value.upper() in _UNLIMITED:
-        return None
-    days, dash, clock = value.partition("-") if "-" in value else ("0", "", value)
-    fields = clock.split(":")
-    if not 1 <= len(fields) <= 3 or not all(_DIGITS.fullmatch(part) for part in [days, *fields]):
-        raise _time_error(text, "it is not one of SLURM's forms")
-    numbers = [int(part) for part in fields]
-    if dash:  # D-HH, D-HH:MM, D-HH:MM:SS
-        units, bounds = [3600, 60, 1], [24, 60, 60]
-    else:  # MM, MM:SS, HH:MM:SS; the leading field is unbounded ("90", "36:00:00")
-        units = {1: [60], 2: [60, 1], 3: [3600, 60, 1]}[len(numbers)]
-        bounds = [0, 60, 60]
-    for number, bound in zip(numbers, bounds, strict=False):
-        if bound and number >= bound:
-            raise _time_error(text, f"the field {number} must be below {bound}")
-    total = int(days) * 86400 + sum(n * u for n, u in zip(numbers, units, strict=False))
-    if total <= 0:
-        raise _time_error(text, "the limit must be longer than 0 seconds")
-    return total
-
-
-def _time_error(text: str, why: str) -> ValueError:
-    return ValueError(
-        f"--time {text!r} is not a valid SLURM time limit ({why}); use MM, MM:SS, "
-        "HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS, e.g. --time 02:00:00 or --time 1-12."
-    )
-
-
-def _check_directive_value(flag: str, value: str) -> None:
-    if not _SAFE_DIRECTIVE.fullmatch(value):
-        raise ValueError(
-            f"{flag} {value!r} contains characters that an #SBATCH line cannot carry safely "
-            "(spaces, quotes, '#', '$', newlines…); use only letters, digits and _@%+=:,./-"
-        )
-
-
-def _check_env(env: Mapping[str, str]) -> None:
-    for name in env:
-        if not _ENV_NAME.fullmatch(name):
-            raise ValueError(
-                f"--env name {name!r} is not a valid environment variable name; "
-                "use letters, digits and '_', not starting with a digit "
-                "(e.g. --env NCCL_DEBUG=INFO)."
-            )
-
-
-def parse_env(items: Sequence[str]) -> dict[str, str]:
-    """``["K=V", …]`` -> ``{"K": "V"}``; a value may contain ``=``.
-
-    Raises:
-        ValueError: an item has no ``=`` or an invalid name.
-    """
-    env: dict[str, str] = {}
-    for item in items:
-        name, eq, value = item.partition("=")
-        if not eq:
-            raise ValueError(f"--env {item!r} has no '='; write it as NAME=VALUE, e.g. --env A=1.")
-        env[name] = value
-    _check_env(env)
-    return env
+class TasksPerGpuError(ValueError):
+    """``--ntasks-per-node`` differs from the GPUs per node (GPU jobs run one task per
+    GPU); ``mirrorfit slurm`` shows the corrected command line."""
 
 
 @dataclass(frozen=True)
@@ -133,10 +72,21 @@ class SbatchOptions:
         gpus_per_node: GPUs per node; when > 0 the job runs one task per GPU.
         ntasks_per_node: CPU workers per node when ``gpus_per_node`` is 0 (default 1);
             with GPUs it may only repeat ``gpus_per_node``.
-        cpus_per_task: CPU cores per task; also the task's ``OMP_NUM_THREADS``.
+        cpus_per_task: CPU cores per task, for the model's threads and for data
+            loading (DataLoader workers); also the task's ``OMP_NUM_THREADS``.
         time: SLURM time limit (see :func:`parse_time_limit`); None: partition default.
-        partition, job_name, output: as ``#SBATCH --partition/--job-name/--output``;
-            job name defaults to the script's stem, output to ``%x-%j.out``.
+        partition, job_name, output, error, account, qos: as the ``#SBATCH`` options
+            of those names; job name defaults to the script's stem, output to
+            ``%x-%j.out``, error to none (stderr goes to the output file).
+        constraint: node features, e.g. ``"a100&ib"`` (``#SBATCH --constraint``).
+        mem: memory per node, e.g. ``"64G"`` (``#SBATCH --mem``; 0: all of it).
+        gpu_type: the GPU type in ``--gres=gpu:TYPE:G`` (e.g. ``"a100"``).
+        setup: shell commands run before ``srun``, e.g. ``("module purge",
+            "module load cuda/12.4")``; a failing one ends the job.
+        prelude: a file of shell commands written before ``setup`` (its text is
+            copied into the script).
+        sbatch_options: further ``#SBATCH --KEY=VALUE`` lines (None: a flag); see
+            :func:`mirrorfit.cluster.sbatch_values.parse_sbatch_options`.
         env: variables exported before ``srun`` (after OMP_NUM_THREADS, so may override it).
         signal_seconds: send USR1 to the tasks this long before the time limit (default
             120; SLURM may send it up to 60 s earlier); 0 sends none. mirrorfit's
@@ -149,8 +99,9 @@ class SbatchOptions:
 
     Raises:
         ValueError: a value SLURM would reject or that makes no job; the message
-            names the value and the fix.
-        FileNotFoundError: ``script`` does not exist.
+            names the value and the fix (:class:`TasksPerGpuError` for more tasks
+            than GPUs per node).
+        FileNotFoundError: ``script`` or ``prelude`` does not exist.
     """
 
     script: str
@@ -163,6 +114,15 @@ class SbatchOptions:
     partition: str | None = None
     job_name: str | None = None
     output: str = "%x-%j.out"
+    error: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    constraint: str | None = None
+    mem: str | None = None
+    gpu_type: str | None = None
+    setup: tuple[str, ...] = ()
+    prelude: str | None = None
+    sbatch_options: Mapping[str, str | None] = field(default_factory=dict)
     env: Mapping[str, str] = field(default_factory=dict)
     signal_seconds: int = 120
     gpu: bool = False
@@ -170,6 +130,35 @@ class SbatchOptions:
 
     def __post_init__(self) -> None:
         self._check_counts()
+        self._check_time()
+        for flag, value in (
+            ("--partition", self.partition),
+            ("--job-name", self.job_name),
+            ("--output", self.output),
+            ("--error", self.error),
+            ("--account", self.account),
+            ("--qos", self.qos),
+            ("--gres gpu type", self.gpu_type),
+        ):
+            if value is not None:
+                check_directive_value(flag, value)
+        if self.constraint is not None:
+            check_constraint(self.constraint)
+        if self.mem is not None:
+            check_mem(self.mem)
+        for line in self.setup:
+            check_setup_line(line)
+        if self.prelude is not None:
+            read_prelude(self.prelude)
+        check_env(self.env)
+        path = Path(self.script)
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"script {self.script!r} does not exist (looked at {path.resolve()}); "
+                "pass the path of the Python file every task should run."
+            )
+
+    def _check_time(self) -> None:
         limit = parse_time_limit(self.time) if self.time is not None else None
         if not 0 <= self.signal_seconds <= _MAX_SIGNAL_SECONDS:
             raise ValueError(
@@ -181,20 +170,6 @@ class SbatchOptions:
                 f"--signal-seconds {self.signal_seconds} is not shorter than --time {self.time} "
                 f"({limit} s): the warning would come before the job starts; lower it or "
                 "raise --time."
-            )
-        for flag, value in (
-            ("--partition", self.partition),
-            ("--job-name", self.job_name),
-            ("--output", self.output),
-        ):
-            if value is not None:
-                _check_directive_value(flag, value)
-        _check_env(self.env)
-        path = Path(self.script)
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"script {self.script!r} does not exist (looked at {path.resolve()}); "
-                "pass the path of the Python file every task should run."
             )
 
     def _check_counts(self) -> None:
@@ -210,10 +185,14 @@ class SbatchOptions:
                 "--gpu asks for GPUs but --gpus-per-node is 0; pass --gpus-per-node G "
                 "(one task per GPU), or drop --gpu to run on CPUs."
             )
+        if self.gpu_type is not None and self.gpus_per_node == 0:
+            raise ValueError(f"a GPU type ({self.gpu_type!r}) needs --gpus-per-node G > 0.")
         if self.gpus_per_node and self.ntasks_per_node not in (None, self.gpus_per_node):
-            raise ValueError(
-                f"--ntasks-per-node {self.ntasks_per_node} conflicts with --gpus-per-node "
-                f"{self.gpus_per_node}: GPU jobs run one task per GPU; drop --ntasks-per-node."
+            raise TasksPerGpuError(
+                f"--ntasks-per-node {self.ntasks_per_node} conflicts with "
+                f"{self.gpus_per_node} GPUs per node: mirrorfit runs one task per GPU, so "
+                f"the job has {self.gpus_per_node} tasks per node; drop --ntasks-per-node "
+                "(use --cpus-per-task for data-loading cores)."
             )
 
     @property
@@ -227,7 +206,11 @@ class SbatchOptions:
         if self.job_name:
             return self.job_name
         stem = Path(self.script).stem
-        return stem if _SAFE_DIRECTIVE.fullmatch(stem) else "mirrorfit"
+        try:
+            check_directive_value("--job-name", stem)
+        except ValueError:
+            return "mirrorfit"
+        return stem
 
 
 def _directives(opts: SbatchOptions) -> list[str]:
@@ -238,20 +221,41 @@ def _directives(opts: SbatchOptions) -> list[str]:
         f"--cpus-per-task={opts.cpus_per_task}",
     ]
     if opts.gpus_per_node:
-        lines.append(f"--gres=gpu:{opts.gpus_per_node}")
-    if opts.time is not None:
-        lines.append(f"--time={opts.time.strip()}")
-    if opts.partition is not None:
-        lines.append(f"--partition={opts.partition}")
-    lines += [f"--output={opts.output}", "--requeue", "--open-mode=append"]
+        kind = f"gpu:{opts.gpu_type}" if opts.gpu_type else "gpu"
+        lines.append(f"--gres={kind}:{opts.gpus_per_node}")
+    for name, value in (
+        ("time", opts.time.strip() if opts.time is not None else None),
+        ("partition", opts.partition),
+        ("account", opts.account),
+        ("qos", opts.qos),
+        ("constraint", opts.constraint),
+        ("mem", opts.mem),
+    ):
+        if value is not None:
+            lines.append(f"--{name}={value}")
+    lines.append(f"--output={opts.output}")
+    if opts.error is not None:
+        lines.append(f"--error={opts.error}")
+    lines += ["--requeue", "--open-mode=append"]
     if opts.signal_seconds:
         lines.append(f"--signal=USR1@{opts.signal_seconds}")
-    # values were checked against _SAFE_DIRECTIVE, so shlex.quote leaves them as they are
-    return [f"#SBATCH {shlex.quote(line)}" for line in lines]
+    lines += [f"--{k}" if v is None else f"--{k}={v}" for k, v in opts.sbatch_options.items()]
+    # every value was checked (cluster.sbatch_values): sbatch reads it as written
+    return [f"#SBATCH {line}" for line in lines]
+
+
+def _setup(opts: SbatchOptions) -> list[str]:
+    """The prelude's lines and each --setup command, as the user wrote them."""
+    lines: list[str] = []
+    if opts.prelude is not None:
+        lines += [f"# --prelude {opts.prelude}", read_prelude(opts.prelude)]
+    if opts.setup:
+        lines += ["# --setup", *opts.setup]
+    return lines
 
 
 def build_script(opts: SbatchOptions) -> str:
-    """The batch script for ``opts``: ``#SBATCH`` lines, exports, one ``srun``.
+    """The batch script for ``opts``: ``#SBATCH`` lines, set-up, exports, one ``srun``.
 
     ``srun`` starts ``nodes * tasks_per_node`` tasks, one worker each, and ends
     them all when one fails (``--kill-on-bad-exit=1``); each worker finds its rank
@@ -264,7 +268,9 @@ def build_script(opts: SbatchOptions) -> str:
         "#!/bin/bash",
         *_directives(opts),
         "# Written by `mirrorfit slurm`: one worker per task, ranks from SLURM_PROCID.",
-        "set -eu",
+        "set -e",
+        *_setup(opts),
+        "set -u",
         *(f"export {name}={shlex.quote(value)}" for name, value in env.items()),
         # since SLURM 22.05 srun no longer inherits --cpus-per-task from sbatch
         f"srun --kill-on-bad-exit=1 --cpus-per-task={opts.cpus_per_task} "
