@@ -42,7 +42,12 @@ def unavailable() -> str | None:
     made = _ip("netns", "add", probe, check=False)
     if made.returncode != 0:
         return f"ip netns add failed here: {made.stderr.strip()}"
-    _ip("netns", "del", probe, check=False)
+    try:
+        ran = _ip("netns", "exec", probe, "true", check=False)
+    finally:
+        _ip("netns", "del", probe, check=False)
+    if ran.returncode != 0:
+        return f"ip netns exec failed here: {ran.stderr.strip()}"
     return None
 
 
