@@ -286,3 +286,20 @@ def test_cli_site_errors_exit_2_with_one_line(
     assert captured.out == ""
     assert captured.err.startswith("mirrorfit slurm: error: ") and message in captured.err
     assert captured.err.count("\n") == 1
+
+
+def test_gpu_jobs_without_cpus_per_task_get_a_note(
+    script: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["slurm", "--gpus-per-node", "2", str(script)]) == 0
+    captured = capsys.readouterr()
+    assert "#SBATCH --cpus-per-task=1\n" in captured.out
+    assert captured.err == (
+        "mirrorfit slurm: note: each GPU task gets 1 CPU core (SLURM's default), for its "
+        "threads and its data loading; ask for more with --cpus-per-task, e.g. -c 8.\n"
+    )
+    for argv in (["--gpus-per-node", "2", "-c", "1"], ["--ntasks-per-node", "2"]):
+        assert main(["slurm", *argv, str(script)]) == 0
+        assert capsys.readouterr().err == ""
+    assert main(["slurm", "--gpus-per-node", "2", "-c", "0", str(script)]) == 2
+    assert "--cpus-per-task 0 must be >= 1" in capsys.readouterr().err

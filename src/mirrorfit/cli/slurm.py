@@ -81,10 +81,10 @@ def _add_resources(p: argparse.ArgumentParser) -> None:
         "-c",
         "--cpus-per-task",
         type=int,
-        default=1,
+        default=None,
         metavar="C",
         help="cores per task, for the model's threads and data loading; also "
-        "OMP_NUM_THREADS (default 1: give GPU jobs more)",
+        "OMP_NUM_THREADS (default 1; GPU jobs that load data want more)",
     )
     p.add_argument("--mem", default=None, metavar="SIZE", help="memory per node, e.g. 64G")
     p.add_argument(
@@ -182,7 +182,7 @@ def _options(args: argparse.Namespace) -> SbatchOptions:
         gpus_per_node=gpus_per_node,
         gpu_type=gpu_type,
         ntasks_per_node=args.ntasks_per_node,
-        cpus_per_task=args.cpus_per_task,
+        cpus_per_task=1 if args.cpus_per_task is None else args.cpus_per_task,
         time=args.time,
         partition=args.partition,
         job_name=args.job_name,
@@ -228,6 +228,12 @@ def _main(args: argparse.Namespace) -> int:
         opts = _options(args)  # ValueError / FileNotFoundError: exit 2 in cli.main
     except TasksPerGpuError as exc:
         raise ValueError(f"{exc} Write: {_corrected(args)}") from None
+    if opts.gpus_per_node and args.cpus_per_task is None:
+        print(
+            "mirrorfit slurm: note: each GPU task gets 1 CPU core (SLURM's default), for its "
+            "threads and its data loading; ask for more with --cpus-per-task, e.g. -c 8.",
+            file=sys.stderr,
+        )
     text = build_script(opts)
     if not args.submit:
         sys.stdout.write(text)
