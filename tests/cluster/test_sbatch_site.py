@@ -276,6 +276,11 @@ def test_short_flags_write_the_same_script(
         (["--sbatch-option", "time=5"], "use --time instead"),
         (["--mem", "2GB"], "e.g. --mem 2G."),
         (["--setup", ""], "must be one non-empty"),
+        # sbatch's job totals (argparse would have taken --ntasks for --ntasks-per-node)
+        (["--nodes", "2", "--ntasks", "4"], "write --nodes 2 --ntasks-per-node 2."),
+        (["-N", "2", "-n", "3"], "use --nodes N and --ntasks-per-node T"),
+        (["--nodes", "2", "--gpus", "8"], "write --nodes 2 --gpus-per-node 4."),
+        (["-G", "2"], "write --nodes 1 --gpus-per-node 2."),
     ],
 )
 def test_cli_site_errors_exit_2_with_one_line(

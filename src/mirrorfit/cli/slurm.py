@@ -34,6 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``slurm`` subcommand."""
     p = subparsers.add_parser(
         "slurm",
+        allow_abbrev=False,  # else sbatch's --ntasks/--gpus (job totals) pass as per-node counts
         help="write or submit a SLURM batch script (one worker per task)",
         description="Print a SLURM batch script that runs SCRIPT once per task with srun; "
         "with --submit, write it and submit it with sbatch.",
@@ -86,6 +87,8 @@ def _add_resources(p: argparse.ArgumentParser) -> None:
         help="cores per task, for the model's threads and data loading; also "
         "OMP_NUM_THREADS (default 1; GPU jobs that load data want more)",
     )
+    for flag in ("-n", "--ntasks", "-G", "--gpus"):  # job totals: refused with the per-node line
+        p.add_argument(flag, type=int, default=None, dest=flag.lstrip("-"), help=argparse.SUPPRESS)
     p.add_argument("--mem", default=None, metavar="SIZE", help="memory per node, e.g. 64G")
     p.add_argument(
         "-t",
@@ -173,7 +176,23 @@ def _gpus(args: argparse.Namespace) -> tuple[int, str | None]:
     return count, kind
 
 
+def _check_totals(args: argparse.Namespace) -> None:
+    """sbatch's -n/--ntasks and -G/--gpus count the whole job; mirrorfit counts per node."""
+    for names, per_node in ((("n", "ntasks"), "--ntasks-per-node"),
+                            (("G", "gpus"), "--gpus-per-node")):
+        total = next((getattr(args, n) for n in names if getattr(args, n) is not None), None)
+        if total is None:
+            continue
+        flag = f"--{names[1]} {total}"
+        if total < 1 or total % args.nodes:
+            raise ValueError(f"{flag} counts the whole job, but mirrorfit slurm counts per node; "
+                             f"use --nodes N and {per_node} T (N*T tasks or GPUs).")
+        raise ValueError(f"{flag} counts the whole job, but mirrorfit slurm counts per node; "
+                         f"write --nodes {args.nodes} {per_node} {total // args.nodes}.")
+
+
 def _options(args: argparse.Namespace) -> SbatchOptions:
+    _check_totals(args)
     gpus_per_node, gpu_type = _gpus(args)
     return SbatchOptions(
         script=args.script,
