@@ -8,7 +8,8 @@ end of global step ``step``). Every Keras-style callback is in the one run:
 EarlyStopping (restore_best_weights), ReduceLROnPlateau, LearningRateScheduler
 (a schedule that differs per rank on purpose: the chief's value must win),
 CSVLogger, TensorBoard (batch scalars every 3 steps, histograms every 2
-epochs), LambdaCallback and BackupAndRestore every 4 steps.
+epochs), LambdaCallback and BackupAndRestore every 4 steps; verbose=2 on the chief
+and 0 elsewhere (the step-time line must still gather on every rank).
 """
 
 JOB = r'''
@@ -63,7 +64,8 @@ callbacks = [
     LambdaCallback(on_train_batch_end=lambda b, logs: batch_logs.append(logs["loss"])),
     BackupAndRestore(os.path.join(D, "backup"), save_freq=4),
 ]
-hist = model.fit(x, y, batch_size=BATCH, epochs=EPOCHS, verbose=2, seed=11,
+# the Keras guide's habit: only the chief asks for output (fit takes the chief's verbose)
+hist = model.fit(x, y, batch_size=BATCH, epochs=EPOCHS, verbose=2 if RANK == 0 else 0, seed=11,
                  validation_data=(xv, yv), callbacks=callbacks)
 if strategy.is_chief:
     np.savez(os.path.join(D, "weights.npz"), *model.get_weights())
