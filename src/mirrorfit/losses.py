@@ -30,6 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mirrorfit.naming import unknown_name
+
 __all__ = [
     "BinaryCrossentropy",
     "CategoricalCrossentropy",
@@ -342,9 +344,9 @@ def get(identifier: str | Loss | type[Loss] | Callable[..., torch.Tensor],
     """
     if isinstance(identifier, str):
         if identifier not in _REGISTRY:
-            valid = ", ".join(repr(k) for k in _REGISTRY if k.islower())
-            raise ValueError(f"Unknown loss: received {identifier!r}; expected one of {valid}, "
-                             f"a Loss instance or a callable fn(y_pred, y_true).")
+            raise ValueError(unknown_name("loss", identifier,
+                                          [k for k in _REGISTRY if k.islower()],
+                                          "a Loss instance or a callable fn(y_pred, y_true)"))
         return _REGISTRY[identifier](**kwargs)
     if isinstance(identifier, type) and issubclass(identifier, Loss):
         return identifier(**kwargs)

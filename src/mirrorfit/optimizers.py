@@ -39,7 +39,21 @@ from typing import Any
 import torch
 from torch.optim import Optimizer
 
-__all__ = ["Params", "get", "rebind"]
+from mirrorfit.keras_optimizers import (
+    SGD,
+    Adadelta,
+    Adagrad,
+    Adam,
+    AdamW,
+    Adamax,
+    KerasOptimizer,
+    Nadam,
+    RMSprop,
+)
+from mirrorfit.naming import unknown_name
+
+__all__ = ["SGD", "Adadelta", "Adagrad", "Adam", "AdamW", "Adamax", "Nadam", "Params", "RMSprop",
+           "get", "rebind"]
 
 Params = Iterable[torch.Tensor] | Iterable[dict[str, Any]]
 """What ``torch.optim`` accepts: tensors, or parameter-group dicts."""
@@ -58,13 +72,14 @@ _REGISTRY: dict[str, tuple[type[Optimizer], dict[str, Any]]] = {
                                       "eps": 1e-7}),
     "adadelta": (torch.optim.Adadelta, {"lr": 1e-3, "rho": 0.95, "eps": 1e-7}),
     "nadam": (torch.optim.NAdam, {"lr": 1e-3, "betas": _BETAS, "eps": 1e-7}),
+    "adamax": (torch.optim.Adamax, {"lr": 1e-3, "betas": _BETAS, "eps": 1e-7}),
 }
 
 _RENAMES = {"learning_rate": "lr", "epsilon": "eps"}
 
 # name -> the faster kernel option it takes (module docstring); adagrad keeps torch's
 _FAST = {"adam": "fused", "adamw": "fused", "sgd": "foreach", "rmsprop": "foreach",
-         "adadelta": "foreach", "nadam": "foreach"}
+         "adadelta": "foreach", "nadam": "foreach", "adamax": "foreach"}
 _FUSED_DEVICES = ("cpu", "cuda")
 
 
@@ -122,6 +137,13 @@ def _fast_kernel(name: str, params: list[Any], settings: dict[str, Any]) -> dict
     return {"foreach": True}
 
 
+def keras_settings(name: str, params: list[Any], kwargs: dict[str, Any]) -> dict[str, Any]:
+    """torch keyword arguments for registry name ``name``: Keras's defaults, ``kwargs``
+    translated from Keras's names, and the faster kernel (module docstring)."""
+    settings = {**_REGISTRY[name][1], **_torch_kwargs(name, kwargs)}
+    return {**_fast_kernel(name, params, settings), **settings}
+
+
 def get(identifier: str | Optimizer | type[Optimizer] | Callable[..., Optimizer],
         params: Params | None = None, **kwargs: Any) -> Optimizer:
     """Resolve a Keras optimizer name, an optimizer, or a factory into a torch optimizer.
@@ -144,6 +166,10 @@ def get(identifier: str | Optimizer | type[Optimizer] | Callable[..., Optimizer]
         TypeError: a setting the torch optimizer does not take, or a factory that does
             not return an optimizer.
     """
+    if isinstance(identifier, KerasOptimizer) and not identifier.bound:
+        if params is None:
+            raise ValueError(f"{identifier!r} needs params (e.g. model.parameters()).")
+        identifier.bind(params)
     if isinstance(identifier, Optimizer):
         if kwargs:
             raise ValueError(f"Settings {sorted(kwargs)} cannot apply to an optimizer that "
@@ -156,13 +182,11 @@ def get(identifier: str | Optimizer | type[Optimizer] | Callable[..., Optimizer]
     if isinstance(identifier, str):
         name = identifier.lower()
         if name not in _REGISTRY:
-            raise ValueError(f"Unknown optimizer: received {identifier!r}; expected one of "
-                             f"{', '.join(map(repr, _REGISTRY))}, a torch.optim.Optimizer, "
-                             f"or an optimizer class or factory fn(params).")
-        cls, defaults = _REGISTRY[name]
-        settings = {**defaults, **_torch_kwargs(name, kwargs)}
+            raise ValueError(unknown_name("optimizer", identifier, list(_REGISTRY),
+                                          "a torch.optim.Optimizer, a mirrorfit.optimizers "
+                                          "class, or an optimizer class or factory fn(params)"))
         params = _listed(params)
-        return _build(name, cls, params, {**_fast_kernel(name, params, settings), **settings})
+        return _build(name, _REGISTRY[name][0], params, keras_settings(name, params, kwargs))
     if callable(identifier):
         renamed = {("lr" if k == "learning_rate" else k): v for k, v in kwargs.items()}
         label = getattr(identifier, "__name__", repr(identifier))

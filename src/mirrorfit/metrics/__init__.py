@@ -38,6 +38,7 @@ from mirrorfit.metrics.accuracy import (
     TopKCategoricalAccuracy,
 )
 from mirrorfit.metrics.base import Mean, Metric
+from mirrorfit.naming import unknown_name
 
 __all__ = [
     "Accuracy",
@@ -133,9 +134,9 @@ def get(identifier: str | Metric | Callable[[torch.Tensor, torch.Tensor], Any]) 
     """
     if isinstance(identifier, str):
         if identifier not in _REGISTRY:
-            raise ValueError(f"Unknown metric: received {identifier!r}; expected one of "
-                             f"{', '.join(map(repr, _REGISTRY))}, a Metric instance or a "
-                             f"callable fn(y_pred, y_true) returning the batch mean.")
+            raise ValueError(unknown_name("metric", identifier, list(_REGISTRY),
+                                          "a Metric instance or a callable fn(y_pred, y_true) "
+                                          "returning the batch mean"))
         metric = _REGISTRY[identifier]()
         metric.name = identifier
         return metric
