@@ -25,6 +25,7 @@ from mirrorfit.data.sharding import share_bounds
 from mirrorfit.strategies.capabilities import BackwardSyncControl
 from mirrorfit.strategies.sync_batchnorm import weightless_share
 from mirrorfit.trainer.context import TrainingContext
+from mirrorfit.trainer.output_checks import check_first_outputs, needs_output_check
 from mirrorfit.trainer.steps import Steps
 from mirrorfit.trainer.tracker import Tracker
 
@@ -58,6 +59,8 @@ class Trainer:
         self._resumed_tracker = False
         self._sync = self.strategy if isinstance(self.strategy, BackwardSyncControl) else None
         self.context = TrainingContext(self.strategy, steps.setup, self, compile_args or {})
+        # logits given to a probability loss: checked on fit's first outputs, chief only
+        self._check_outputs = self.strategy.is_chief and needs_output_check(steps.loss_fn)
         # steps between agreements on a preemption stop (cluster.preemption); set by fit
         self._preempt_every = preemption.DEFAULT_CHECK_STEPS * steps_per_update
 
@@ -106,6 +109,8 @@ class Trainer:
         for batch, denominator, update in self._schedule(batches):
             callbacks.on_train_batch_begin(self.step)
             loss, y_pred, y, sw = self._train_one(batch, denominator, update)
+            if self._check_outputs and batch.size:  # once per compile (output_checks)
+                self._check_outputs = check_first_outputs(self.steps.loss_fn, y_pred)
             if batch.size and loss is not None:  # None: a rank without the output (pipeline)
                 tracker.update(loss, y_pred, y, batch.size, sw)
             self.step += 1
