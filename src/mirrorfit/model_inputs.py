@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from mirrorfit.advice import warn
 from mirrorfit.data.adapters import as_batch_stream
 from mirrorfit.data.batches import BatchStream
 from mirrorfit.data.sources import TensorSource, leading_length, to_tensor
@@ -56,6 +57,10 @@ def fit_streams(strategy: Strategy, x: Any, y: Any, sample_weight: Any, *,
         raise ValueError(f"The training data has {n} samples, fewer than the "
                          f"{strategy.num_replicas_in_sync} replicas in sync; give more data or "
                          "use fewer devices.")
+    size = getattr(stream, "batch_size", None)
+    if n and size and size > n and strategy.is_chief:
+        warn(f"batch_size={size} is larger than the {n} training samples: each epoch is a "
+             f"single batch of {n} (one optimizer step per epoch); use a smaller batch_size.")
     if validation_data is None:
         return stream, None
     vx, vy, vsw = _unpack_validation(validation_data)

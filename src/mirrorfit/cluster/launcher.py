@@ -30,8 +30,10 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+import torch
 import torch.distributed as dist
 
+from mirrorfit.advice import warn
 from mirrorfit.cluster.errors import (
     LAUNCHED_BY_MIRRORFIT,
     WorkerFailure,
@@ -143,6 +145,20 @@ def parse_master(master: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def warn_if_oversubscribed(nprocs: int, cores: int | None = None) -> None:
+    """Warn when ``nprocs`` CPU workers are more than this host's cores (they then share
+    cores and each step waits for the slowest). Hosts with a GPU per worker are fine."""
+    if torch.cuda.is_available() and torch.cuda.device_count() >= nprocs:
+        return
+    if cores is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+        cores = cores or os.cpu_count() or 1
+    if nprocs > cores:
+        warn(f"starting {nprocs} CPU workers on {cores} cores: the workers share the cores, "
+             f"so each step waits for descheduled ones; {cores} workers (devices={cores}) "
+             "are the most that run in parallel here.")
+
+
 def launch_local(nprocs: int, *, port: int | None = None, max_restarts: int = 0,
                  num_threads: int = 1, command: Sequence[str] | None = None) -> int:
     """Run ``command`` (default: this program) in ``nprocs`` workers on this host."""
@@ -157,6 +173,7 @@ def launch(spec: LaunchSpec, command: Sequence[str] | None = None) -> int:
     from torch.distributed.launcher.api import elastic_launch
 
     spec.validate()
+    warn_if_oversubscribed(spec.nprocs)
     args = list(command) if command is not None else worker_command()
     store, host, port = _store_for(spec)
     loopback = host.startswith("127.") or host == "localhost"

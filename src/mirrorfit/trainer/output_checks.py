@@ -15,12 +15,12 @@ are unnormalised but non-negative are valid input to Keras's categorical losses
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
 import torch
 
 from mirrorfit import losses
+from mirrorfit.advice import warn
 
 __all__ = ["check_first_outputs", "needs_output_check"]
 
@@ -60,10 +60,10 @@ def check_first_outputs(loss_fn: Any, y_pred: Any) -> bool:
         return False
     cls = type(loss_fn).__name__
     squash = "a sigmoid" if isinstance(loss_fn, losses.BinaryCrossentropy) else "a softmax"
-    warnings.warn(
+    warn(
         f"{loss_fn.name} takes probabilities (from_logits=False, Keras's default), but the "
         f"model's outputs on the first batch have {problem}: they look like logits, and "
         f"training on them goes wrong silently. If the model ends in a plain layer such as "
         f"nn.Linear, compile with loss=mirrorfit.losses.{cls}(from_logits=True); otherwise "
-        f"end the model in {squash}.", UserWarning, stacklevel=3)
+        f"end the model in {squash}.")
     return False
