@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from mirrorfit import keras_models
 from mirrorfit import losses as losses_mod
 from mirrorfit import mixed_precision
 from mirrorfit import optimizers as optimizers_mod
@@ -101,6 +102,7 @@ class Model:
                              f"{steps_per_update!r}.")
         clipping = _clipping(optimizer, clipnorm, clipvalue, global_clipnorm)
         strategy = self.strategy
+        keras_models.check_compile_arguments(optimizer, loss, metrics)
         loss_fn = losses_mod.get(loss)
         metric_list = list(metrics or [])
         policy = mixed_precision.global_policy().name
@@ -109,6 +111,7 @@ class Model:
         opt = optimizers_mod.get(optimizer, self.module.parameters())
         setup = strategy.setup(self.module, opt, precision=policy, clipping=clipping,
                                jit_compile=bool(jit_compile))
+        keras_models.check_batchnorm(self.module, strategy.num_replicas_in_sync)
         args = {"optimizer": optimizer, "loss": loss, "metrics": metric_list,
                 "steps_per_update": steps_per_update, "jit_compile": bool(jit_compile)}
         self._trainer = Trainer(Steps(setup, strategy, loss_fn), metric_list, steps_per_update,

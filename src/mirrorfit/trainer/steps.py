@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from mirrorfit import keras_models
 from mirrorfit.data.batches import LocalBatch
 from mirrorfit.data.sharding import loss_scale
 from mirrorfit.strategies.setup import Setup, StepInputs
@@ -90,6 +91,9 @@ class Steps:
         self.replicas = strategy.num_replicas_in_sync
         self._on_host = self.device.type == "cpu"  # sources hold CPU tensors: nothing to move
         self._x: Any = None  # the step's input, for the note on a failing loss
+        # a Keras 3 model gets training= and adds its own losses (mirrorfit.keras_models)
+        self._call = keras_models.caller(setup.module, call_module)
+        self._model_losses = keras_models.loss_term(setup.module)
 
     @property
     def module(self) -> nn.Module:
@@ -100,11 +104,12 @@ class Steps:
         return self.setup.optimizer
 
     def loss(self, y_pred: Any, y: Any, sw: torch.Tensor | None) -> torch.Tensor:
-        """The mean loss over the share (sample-weighted); a data error gets a note."""
+        """The mean loss over the share (sample-weighted), plus a Keras model's own
+        ``losses`` (regularizers, ``add_loss``); a data error gets a note."""
         try:
-            if sw is None:
-                return self.loss_fn(y_pred, y)
-            return self._weighted(y_pred, y, sw)
+            loss = self.loss_fn(y_pred, y) if sw is None else self._weighted(y_pred, y, sw)
+            extra = self._model_losses() if self._model_losses is not None else None
+            return loss if extra is None else loss + extra  # a Keras model's own losses
         except STEP_ERRORS as exc:  # free unless raised; see trainer.validation
             explain_step_error(exc, self.module, self._x, y, y_pred)
             raise
@@ -120,7 +125,7 @@ class Steps:
     def call(self, module: nn.Module, x: Any) -> Any:
         """``module``'s output on ``x``; a data error gets a note naming the tensors."""
         try:
-            return call_module(module, x)
+            return self._call(module, x)
         except STEP_ERRORS as exc:
             explain_step_error(exc, self.module, x)
             raise
