@@ -38,7 +38,8 @@ Example:
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterator
+import re
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import torch
@@ -47,7 +48,7 @@ from torch import nn
 from mirrorfit.strategies import sync_batchnorm
 
 __all__ = ["caller", "check_batchnorm", "check_compile_arguments", "convert_sync_batchnorm",
-           "is_keras_model", "is_keras_object", "loss_term"]
+           "is_keras_model", "is_keras_object", "loss_term", "matching_state"]
 
 
 def is_keras_object(obj: Any) -> bool:
@@ -96,7 +97,7 @@ def loss_term(module: nn.Module) -> Callable[[], torch.Tensor | None] | None:
         return None
 
     def total() -> torch.Tensor | None:
-        terms = module.losses
+        terms: list[torch.Tensor] = list(getattr(module, "losses", ()))
         if not terms:
             return None
         return functools.reduce(torch.add, terms)
@@ -174,6 +175,57 @@ def check_batchnorm(module: nn.Module, replicas: int) -> None:
             "share only, so the replicas (and the saved model) would disagree. Create the "
             "strategy with MirroredStrategy(..., sync_batchnorm=True): the statistics are then "
             "computed over the global batch, as on one device.")
+
+
+# --- state dicts --------------------------------------------------------------------------
+_NUMBERED = re.compile(r"^(.*?)(?:_(\d+))?$")
+
+
+def matching_state(module: nn.Module, state: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``state`` keyed as ``module.state_dict()`` when it comes from the same Keras
+    architecture built under other automatic names.
+
+    Keras names layers and models with a process-wide counter (``dense``, ``dense_1``,
+    ...; ``sequential_2`` for the third Sequential), and those names are the torch
+    parameter keys. A model rebuilt in the same process (``load_model``,
+    ``restore_or_create``, a notebook) gets other keys than the saved one. Each numbered
+    name is replaced by its rank among the names with the same stem on both sides; if
+    the two key sets then agree, the saved values are given the module's keys. Anything
+    else (a torch module, another architecture) returns ``state`` unchanged, for the
+    usual checks to report.
+    """
+    own = list(module.state_dict())
+    if not is_keras_model(module) or set(own) == set(state) or len(own) != len(state):
+        return state
+    own_canon, saved_canon = _canonical(own), _canonical(list(state))
+    if len(set(own_canon)) != len(own) or set(own_canon) != set(saved_canon):
+        return state
+    by_canon = dict(zip(saved_canon, state, strict=True))
+    return {key: state[by_canon[canon]] for key, canon in zip(own, own_canon, strict=True)}
+
+
+def _canonical(keys: list[str]) -> list[str]:
+    split = [re.split(r"([./])", key) for key in keys]
+    numbers: dict[tuple[int, str], set[int]] = {}
+    for parts in split:
+        for i, part in enumerate(parts):
+            stem, number = _numbered(part)
+            numbers.setdefault((i, stem), set()).add(number)
+    ranks = {k: sorted(v) for k, v in numbers.items()}
+    out = []
+    for parts in split:
+        canon = []
+        for i, part in enumerate(parts):
+            stem, number = _numbered(part)
+            canon.append(f"{stem}#{ranks[(i, stem)].index(number)}")
+        out.append("".join(canon))
+    return out
+
+
+def _numbered(part: str) -> tuple[str, int]:
+    match = _NUMBERED.match(part)
+    assert match is not None  # the pattern matches any string
+    return match.group(1), int(match.group(2)) if match.group(2) else 0
 
 
 # --- compile's arguments --------------------------------------------------------------------

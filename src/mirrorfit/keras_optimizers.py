@@ -125,6 +125,17 @@ class KerasOptimizer(Optimizer):
             raise TypeError(f"{type(self).__name__} does not take the settings "
                             f"{sorted(self._keras_settings)}: {err}") from err
 
+    def get_config(self) -> dict[str, Any]:
+        """The constructor's keyword arguments (Keras's ``get_config``), without params."""
+        clipping = {k: getattr(self, k) for k in ("clipnorm", "clipvalue", "global_clipnorm")
+                    if getattr(self, k) is not None}
+        return {**self._keras_settings, "decay": self.decay, **clipping}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> KerasOptimizer:
+        """An unbound optimizer built from :meth:`get_config`'s output."""
+        return cls(**config)
+
     @property
     def bound(self) -> bool:
         """Whether the optimizer has parameters (after ``compile`` or ``bind``)."""
@@ -171,7 +182,7 @@ def _decay_lr(opt: Optimizer, args: Any, kwargs: Any) -> None:
     assert isinstance(opt, KerasOptimizer)
     if opt.decay:
         factor = 1.0 / (1.0 + opt.decay * opt.iterations)
-        opt._base_lrs = [g["lr"] for g in opt.param_groups]
+        opt.__dict__["_base_lrs"] = [g["lr"] for g in opt.param_groups]
         for group in opt.param_groups:
             group["lr"] = group["lr"] * factor
 

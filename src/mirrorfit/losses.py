@@ -62,8 +62,17 @@ class Loss:
         values = self.per_sample(y_pred, y_true)
         return values.sum() / max(values.shape[0], 1)
 
+    def get_config(self) -> dict[str, Any]:
+        """The constructor arguments (Keras's ``get_config``): what ``Model.save`` records."""
+        return {k: v for k, v in vars(self).items() if not k.startswith("_")}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> Loss:
+        """A loss built from :meth:`get_config`'s output."""
+        return cls(**config)
+
     def __repr__(self) -> str:
-        fields = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
+        fields = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
         return f"{type(self).__name__}({fields})"
 
 
@@ -280,6 +289,9 @@ class _CallableLoss(Loss):
             unreduced: Any = copy.copy(fn)
             unreduced.reduction = "none"
             self._unreduced = unreduced
+
+    def get_config(self) -> dict[str, Any]:
+        return {"fn": self.fn}
 
     def per_sample(self, y_pred: torch.Tensor, y_true: torch.Tensor) -> torch.Tensor:
         return self._per_sample(self._call(y_pred, y_true), y_pred)

@@ -19,6 +19,7 @@ from mirrorfit import keras_models
 from mirrorfit import losses as losses_mod
 from mirrorfit import mixed_precision
 from mirrorfit import optimizers as optimizers_mod
+from mirrorfit import precision as precision_mod
 from mirrorfit.callbacks.callback import Callback
 from mirrorfit.callbacks.callback_list import CallbackList
 from mirrorfit.callbacks.history import History
@@ -28,7 +29,7 @@ from mirrorfit.checkpoint import model_file
 from mirrorfit.model_inputs import fit_streams, stream_for
 from mirrorfit.strategies import consistency, context
 from mirrorfit.strategies.default import get_strategy
-from mirrorfit.strategies.setup import Clipping
+from mirrorfit.strategies.setup import Clipping, Setup
 from mirrorfit.strategies.strategy import Strategy
 from mirrorfit.trainer.context import TrainingContext
 from mirrorfit.trainer.steps import Steps
@@ -237,11 +238,23 @@ class Model:
 
     def predict(self, x: Any, batch_size: int | None = None, verbose: int | str = 0,
                 callbacks: Sequence[Callback] | None = None) -> np.ndarray:
-        """Outputs for every sample, in input order, on every replica (numpy)."""
-        trainer = self._compiled()
+        """Outputs for every sample, in input order, on every replica (numpy); no
+        ``compile`` needed."""
+        trainer = self._trainer if self._trainer is not None else self._predictor()
         stream = stream_for(self.strategy, x, None, None, batch_size)
         consistency.check_stream(self.strategy, stream, "predict")
         return trainer.predict(stream, CallbackList(callbacks, self, {}))
+
+    def _predictor(self) -> Trainer:
+        """predict() before compile: the module placed on the strategy's device under the
+        precision policy; no optimizer, no loss, no training wrapper (prediction makes no
+        gradient, and ``Strategy.forward`` calls ``setup.evaluator``, the module)."""
+        strategy = self.strategy
+        module = self.module.to(strategy.device)
+        policy = strategy.precision_policy or mixed_precision.global_policy().name
+        setup = Setup(module, module, module, None,  # type: ignore[arg-type]  # never steps
+                      precision_mod.resolve(policy, strategy.device))
+        return Trainer(Steps(setup, strategy, None), [])  # type: ignore[arg-type]  # no loss
 
     def summary(self, input_shape: Any = None, sample: Any = None,
                 print_fn: Callable[[str], Any] | None = None,

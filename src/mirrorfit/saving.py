@@ -19,9 +19,11 @@ import os
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from torch import nn
 
+from mirrorfit import serialization
 from mirrorfit.checkpoint import model_file
 from mirrorfit.checkpoint.io import load_checkpoint
 from mirrorfit.model import Model
@@ -30,20 +32,25 @@ __all__ = ["latest_checkpoint", "load_model", "restore_or_create"]
 
 
 def load_model(filepath: str | os.PathLike[str], module: nn.Module | None = None, *,
-               compile: bool = True) -> Model:
+               compile: bool = True, custom_objects: dict[str, Any] | None = None) -> Model:
     """A :class:`mirrorfit.Model` around ``module`` with the weights saved in ``filepath``.
 
     Args:
         filepath: a file written by ``Model.save``, ``save_weights`` or ModelCheckpoint.
         module: a fresh instance of the saved architecture (files hold no code).
-        compile: compile with the saved configuration when it is made of Keras names,
-            and restore the optimizer state; otherwise the model comes back uncompiled.
+        compile: compile with the saved configuration (Keras names, mirrorfit's losses,
+            metrics and optimizers) and restore the optimizer state; otherwise the
+            model comes back uncompiled (``predict`` works either way).
+        custom_objects: your own losses, metrics or optimizer factories by the name the
+            error message gives (their ``__name__``), as in Keras.
 
     Returns:
         The model, built in the strategy in scope.
 
     Raises:
         TypeError: ``module`` is missing.
+        ValueError: the model was compiled with your own callables and
+            ``custom_objects`` lacks some (the message names them).
         CheckpointError: a corrupt, unsafe, incompatible or mismatched file.
 
     Example:
@@ -59,8 +66,7 @@ def load_model(filepath: str | os.PathLike[str], module: nn.Module | None = None
     data = load_checkpoint(filepath, ("model", "weights"), map_location=model.strategy.device)
     config = data.get("compile")
     if compile and config is not None:
-        model.compile(config["optimizer"], config["loss"], config["metrics"],
-                      steps_per_update=config["steps_per_update"])
+        serialization.compile_from_config(model, config, custom_objects, repr(str(filepath)))
     elif compile and data.get("optimizer") is not None:
         warnings.warn(f"{str(filepath)!r} was compiled with objects rather than Keras names; the "
                       "model comes back uncompiled and without optimizer state. Use "
@@ -108,6 +114,9 @@ def restore_or_create(directory: str | os.PathLike[str], build_fn: Callable[[], 
         raise TypeError(f"build_fn must return a mirrorfit.Model; it returned "
                         f"{type(model).__name__}.")
     path = latest_checkpoint(directory)
+    if model.strategy.is_chief:  # as the Keras guide's make_or_restore_model()
+        print(f"Restoring from {path}" if path is not None else "Creating a new model",
+              flush=True)
     if path is not None:
         model.load_weights(path)
     return model

@@ -3,7 +3,7 @@ and ``ModelCheckpoint`` write and read.
 
 A 'model' file holds the module's ``state_dict``, the optimizer's state, the
 precision policy's state (the float16 loss scale) and the compile configuration
-when it is made of Keras names; a 'weights' file the
+(:mod:`mirrorfit.serialization`); a 'weights' file the
 module's ``state_dict``. Both are one consolidated file (whole tensors, gathered
 by the strategy where it shards), written atomically by the chief, so
 :func:`mirrorfit.load_model` reads them on one device.
@@ -28,15 +28,12 @@ __all__ = ["apply", "compile_config", "load_weights", "model_content", "save_mod
 
 
 def compile_config(context: TrainingContext | None) -> dict[str, Any] | None:
-    """The compile arguments if all are Keras names (reloadable), else None."""
-    if context is None:
-        return None
-    args = context.compile_args
-    names = [args["optimizer"], args["loss"], *args["metrics"]]
-    if not all(isinstance(n, str) for n in names):
-        return None
-    return {"optimizer": args["optimizer"], "loss": args["loss"],
-            "metrics": list(args["metrics"]), "steps_per_update": args["steps_per_update"]}
+    """compile's arguments as the file records them (None if never compiled): names as
+    they are, mirrorfit's objects by class and config, your own by name
+    (:mod:`mirrorfit.serialization`)."""
+    from mirrorfit import serialization  # losses, metrics, optimizers: above this layer
+
+    return serialization.compile_config(context.compile_args if context is not None else None)
 
 
 def model_content(strategy: Strategy, module: nn.Module, context: TrainingContext | None,
@@ -87,11 +84,14 @@ def load_weights(strategy: Strategy, module: nn.Module, context: TrainingContext
 def apply(strategy: Strategy, module: nn.Module, context: TrainingContext | None,
           data: dict[str, Any], source: str) -> None:
     """Check, then load the module and, where both exist, the optimizer state."""
-    check_module_state(module, data["module"], source)
+    from mirrorfit.keras_models import matching_state  # Keras's automatic layer names
+
+    module_state = matching_state(module, data["module"])
+    check_module_state(module, module_state, source)
     opt_state = data.get("optimizer") if context is not None else None
     if context is not None and opt_state is not None:
         check_optimizer_state(context.optimizer, opt_state, source)
-    strategy.load_full_state_dict(module, data["module"])
+    strategy.load_full_state_dict(module, module_state)
     if context is not None and opt_state is not None:
         strategy.load_full_optimizer_state(context.setup, opt_state)
         if data.get("precision"):

@@ -89,16 +89,19 @@ def load_model_state(module: nn.Module, context: TrainingContext | None,
     Raises:
         MismatchedCheckpointError: keys, shapes or optimizer groups that differ.
     """
-    check_module_state(module, state["module"], source)
+    from mirrorfit.keras_models import matching_state  # Keras's automatic layer names
+
+    module_state = matching_state(module, state["module"])
+    check_module_state(module, module_state, source)
     if context is None:
-        module.load_state_dict(state["module"])
+        module.load_state_dict(module_state)
         return
     strategy, setup = context.strategy, context.setup
     if state.get("optimizer") is not None:
         check_optimizer_state(setup.optimizer, state["optimizer"], source)
     if state.get("trainer") is not None:
         context.trainer.load_state_dict(dict(state["trainer"]))  # raises on another batch size
-    strategy.load_module_state(setup, state["module"])
+    strategy.load_module_state(setup, module_state)
     if state.get("optimizer") is not None:
         strategy.load_optimizer_state(setup, state["optimizer"])
     if state.get("precision"):

@@ -85,6 +85,9 @@ class _FunctionMetric(Metric):
         super().__init__(getattr(fn, "__name__", type(fn).__name__))
         self.fn = fn
 
+    def get_config(self) -> dict[str, Any]:
+        return {"fn": self.fn}
+
     def update(self, y_pred: torch.Tensor, y_true: torch.Tensor,
                sample_weight: torch.Tensor | None = None) -> None:
         with torch.no_grad():

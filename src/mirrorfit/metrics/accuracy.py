@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from mirrorfit import losses
@@ -63,6 +65,9 @@ class BinaryAccuracy(Metric):
     def __init__(self, name: str | None = None, threshold: float = 0.5) -> None:
         super().__init__(name)
         self.threshold = threshold
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "threshold": self.threshold}
 
     def values(self, y_pred: torch.Tensor, y_true: torch.Tensor) -> torch.Tensor:
         y_pred, y_true = losses._match_rank(y_pred, y_true)
@@ -131,6 +136,9 @@ class SparseTopKCategoricalAccuracy(Metric):
             raise ValueError(f"k must be a positive integer, received k={k!r}.")
         super().__init__(name)
         self.k = k
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "k": self.k}
 
     def values(self, y_pred: torch.Tensor, y_true: torch.Tensor) -> torch.Tensor:
         labels = _squeeze_labels(y_pred, y_true)

@@ -5,6 +5,7 @@ one all-reduce SUM makes global (the package docstring says how).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import torch
 
@@ -30,6 +31,15 @@ class Metric:
         self._total = torch.zeros((), dtype=torch.float64)
         self._weight = torch.zeros((), dtype=torch.float64)
         self._n = 0.0
+
+    def get_config(self) -> dict[str, Any]:
+        """The constructor arguments (Keras's ``get_config``): what ``Model.save`` records."""
+        return {"name": self.name}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> Metric:
+        """A fresh metric built from :meth:`get_config`'s output."""
+        return cls(**config)
 
     def values(self, y_pred: torch.Tensor, y_true: torch.Tensor) -> torch.Tensor:
         """Per-sample values, ``(batch, ...)``, whose weighted mean is the metric."""
