@@ -164,7 +164,8 @@ class KerasOptimizer(Optimizer):
 
     def __getattr__(self, name: str) -> Any:
         # torch's methods read param_groups, state, hooks: unbound, say what to do
-        if not name.startswith("__") and not self.__dict__.get("_bound", True):
+        if (name in ("param_groups", "state", "defaults") or name.startswith("_optimizer")
+                or name.startswith("_zero_grad")) and not self.__dict__.get("_bound", True):
             raise RuntimeError(
                 f"This {type(self).__name__} has no parameters yet: pass it to "
                 f"model.compile(optimizer=...) or call .bind(module.parameters()).")
