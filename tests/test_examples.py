@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import re
 
 import pytest
@@ -22,4 +23,18 @@ def test_mnist_demo_trains_on_two_workers_with_keras_progress():
                      r"val_loss: [\d.]+ - val_accuracy: [\d.]+", out), out
     accuracy = float(re.search(r"test accuracy: ([\d.]+)", out).group(1))
     assert accuracy > 0.9  # 6,000 images, 2 epochs
+    assert res.stderr.strip() == "", res.stderr
+
+
+@pytest.mark.skipif(importlib.util.find_spec("keras") is None,
+                    reason="keras is not installed (pip install -e '.[dev]')")
+def test_keras_model_example_trains_the_seed_cnn_on_two_workers():
+    res = run_python(REPO / "examples" / "keras_model.py", "--devices", "2", "--epochs", "1",
+                     "--train-samples", "3000", "--test-samples", "1000", timeout=400)
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = res.stdout
+    assert "Number of devices: 2" in out and out.count("Epoch 1/1") == 1
+    assert re.search(r"47/47 ━+ .* - loss: [\d.]+ - accuracy: [\d.]+ - val_loss", out), out
+    accuracy = float(re.search(r"test accuracy: ([\d.]+)", out).group(1))
+    assert accuracy > 0.6  # 3,000 images, one epoch, dropout active (0.83 when written)
     assert res.stderr.strip() == "", res.stderr

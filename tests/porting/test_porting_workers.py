@@ -1,0 +1,34 @@
+"""On 2 real gloo workers: the logits warning comes once (from the chief), and an
+unknown optimizer name ends the job with one "did you mean" error, not one per worker."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.procs import run_python, write_script
+
+pytestmark = pytest.mark.multiprocess
+
+JOB = r'''
+import numpy as np, torch
+import mirrorfit
+
+strategy = mirrorfit.MirroredStrategy(devices=2)
+x = np.random.default_rng(0).normal(size=(64, 4)).astype("float32")
+y = np.arange(64) % 3
+with strategy.scope():
+    model = mirrorfit.Model(torch.nn.Linear(4, 3))
+    model.compile("adam", "sparse_categorical_crossentropy", ["accuracy"])
+model.fit(x, y, batch_size=16, epochs=2, verbose=0)
+print("fitted", strategy.rank, flush=True)
+model.compile("adma", "sparse_categorical_crossentropy")
+'''
+
+
+def test_one_warning_and_one_error_for_the_job(tmp_path) -> None:
+    res = run_python(write_script(tmp_path, JOB), timeout=240)
+    assert res.returncode == 1
+    assert sorted(res.stdout.split()) == ["0", "1", "fitted", "fitted"]
+    assert res.stderr.count("from_logits=True") == 1, res.stderr  # the chief's warning only
+    assert res.stderr.count("did you mean 'adam'?") == 1, res.stderr
+    assert res.stderr.count("Traceback") <= 1, res.stderr
