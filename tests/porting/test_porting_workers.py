@@ -1,5 +1,6 @@
-"""On 2 real gloo workers: the logits warning comes once (from the chief), and an
-unknown optimizer name ends the job with one "did you mean" error, not one per worker."""
+"""On 2 real gloo workers: predict before compile, the logits warning once (from the
+chief), and an unknown optimizer name ending the job with one "did you mean" error, not
+one per worker."""
 
 from __future__ import annotations
 
@@ -16,9 +17,12 @@ import mirrorfit
 strategy = mirrorfit.MirroredStrategy(devices=2)
 x = np.random.default_rng(0).normal(size=(64, 4)).astype("float32")
 y = np.arange(64) % 3
+torch.manual_seed(0)
 with strategy.scope():
     model = mirrorfit.Model(torch.nn.Linear(4, 3))
-    model.compile("adam", "sparse_categorical_crossentropy", ["accuracy"])
+expected = model.module(torch.from_numpy(x)).detach().numpy()
+assert np.allclose(model.predict(x, batch_size=10), expected, atol=1e-6)  # before compile
+model.compile("adam", "sparse_categorical_crossentropy", ["accuracy"])
 model.fit(x, y, batch_size=16, epochs=2, verbose=0)
 print("fitted", strategy.rank, flush=True)
 model.compile("adma", "sparse_categorical_crossentropy")
