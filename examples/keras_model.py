@@ -22,7 +22,7 @@ import mirrorfit
 os.environ.setdefault("KERAS_BACKEND", "torch")  # before keras is imported
 
 
-def build_model(num_classes: int = 10):  # noqa: ANN201 (keras is imported here)
+def build_model(num_classes: int = 10):
     """The guide's CNN at MNIST's size (channels last, as Keras)."""
     import keras
     from keras.layers import Activation, Conv2D, Dense, Dropout, Flatten, MaxPooling2D

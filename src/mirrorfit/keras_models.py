@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -181,7 +181,7 @@ def check_batchnorm(module: nn.Module, replicas: int) -> None:
 _NUMBERED = re.compile(r"^(.*?)(?:_(\d+))?$")
 
 
-def matching_state(module: nn.Module, state: Mapping[str, Any]) -> Mapping[str, Any]:
+def matching_state(module: nn.Module, state: dict[str, Any]) -> dict[str, Any]:
     """``state`` keyed as ``module.state_dict()`` when it comes from the same Keras
     architecture built under other automatic names.
 
@@ -194,8 +194,10 @@ def matching_state(module: nn.Module, state: Mapping[str, Any]) -> Mapping[str, 
     else (a torch module, another architecture) returns ``state`` unchanged, for the
     usual checks to report.
     """
+    if not is_keras_model(module):
+        return state
     own = list(module.state_dict())
-    if not is_keras_model(module) or set(own) == set(state) or len(own) != len(state):
+    if set(own) == set(state) or len(own) != len(state):
         return state
     own_canon, saved_canon = _canonical(own), _canonical(list(state))
     if len(set(own_canon)) != len(own) or set(own_canon) != set(saved_canon):

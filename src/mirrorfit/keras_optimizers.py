@@ -36,6 +36,8 @@ from typing import Any
 import torch
 from torch.optim import Optimizer
 
+from mirrorfit import optimizer_registry
+
 __all__ = ["SGD", "Adadelta", "Adagrad", "Adam", "AdamW", "Adamax", "KerasOptimizer", "Nadam",
            "RMSprop"]
 
@@ -105,10 +107,9 @@ class KerasOptimizer(Optimizer):
             raise RuntimeError(
                 f"This {type(self).__name__} already optimizes a model's parameters; create a "
                 f"new one for each model (e.g. compile(optimizer={type(self).__name__}(...))).")
-        from mirrorfit import optimizers  # the registry: Keras defaults and kernel choice
 
-        listed = optimizers._listed(params)
-        settings = optimizers.keras_settings(self._name, listed, self._keras_settings)
+        listed = optimizer_registry.listed(params)
+        settings = optimizer_registry.keras_settings(self._name, listed, self._keras_settings)
         self._torch_init(listed, settings)
         self._bound = True
         self.register_step_pre_hook(_decay_lr)

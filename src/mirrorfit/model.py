@@ -15,9 +15,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from mirrorfit import keras_models
+from mirrorfit import keras_models, mixed_precision
 from mirrorfit import losses as losses_mod
-from mirrorfit import mixed_precision
 from mirrorfit import optimizers as optimizers_mod
 from mirrorfit import precision as precision_mod
 from mirrorfit.callbacks.callback import Callback

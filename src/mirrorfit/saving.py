@@ -66,7 +66,8 @@ def load_model(filepath: str | os.PathLike[str], module: nn.Module | None = None
     data = load_checkpoint(filepath, ("model", "weights"), map_location=model.strategy.device)
     config = data.get("compile")
     if compile and config is not None:
-        serialization.compile_from_config(model, config, custom_objects, repr(str(filepath)))
+        model.compile(**serialization.compile_arguments(config, custom_objects,
+                                                        repr(str(filepath))))
     elif compile and data.get("optimizer") is not None:
         warnings.warn(f"{str(filepath)!r} was compiled with objects rather than Keras names; the "
                       "model comes back uncompiled and without optimizer state. Use "

@@ -23,17 +23,14 @@ from __future__ import annotations
 import functools
 import numbers
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
 from mirrorfit import losses, metrics, optimizers
 from mirrorfit.keras_optimizers import KerasOptimizer
 
-if TYPE_CHECKING:
-    from mirrorfit.model import Model
-
-__all__ = ["compile_config", "compile_from_config", "deserialize", "serialize"]
+__all__ = ["compile_arguments", "compile_config", "deserialize", "serialize"]
 
 _TORCH = "torch.optim."
 
@@ -122,9 +119,9 @@ def compile_config(args: Mapping[str, Any] | None) -> dict[str, Any] | None:
             "steps_per_update": args["steps_per_update"]}
 
 
-def compile_from_config(model: Model, config: Mapping[str, Any],
-                        custom_objects: Mapping[str, Any] | None, source: str) -> None:
-    """``model.compile(...)`` with the saved arguments.
+def compile_arguments(config: Mapping[str, Any], custom_objects: Mapping[str, Any] | None,
+                      source: str) -> dict[str, Any]:
+    """``model.compile``'s keyword arguments from a saved configuration.
 
     Raises:
         ValueError: the file names the user's own callables and ``custom_objects`` lacks
@@ -142,4 +139,5 @@ def compile_from_config(model: Model, config: Mapping[str, Any],
             f"{source} was compiled with your own {names}; saved models hold no code. Pass "
             f"them back with load_model(path, module=..., custom_objects={{{example}}}), or "
             "load with compile=False and call model.compile(...) again.")
-    model.compile(optimizer, loss, metric_list, steps_per_update=config["steps_per_update"])
+    return {"optimizer": optimizer, "loss": loss, "metrics": metric_list,
+            "steps_per_update": config["steps_per_update"]}

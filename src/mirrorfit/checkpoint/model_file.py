@@ -16,8 +16,10 @@ from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
+from mirrorfit import serialization
 from mirrorfit.checkpoint.io import load_checkpoint, save_checkpoint
 from mirrorfit.checkpoint.state import check_module_state, check_optimizer_state
+from mirrorfit.keras_models import matching_state  # Keras's automatic layer names
 
 if TYPE_CHECKING:
     from mirrorfit.strategies.strategy import Strategy
@@ -31,8 +33,6 @@ def compile_config(context: TrainingContext | None) -> dict[str, Any] | None:
     """compile's arguments as the file records them (None if never compiled): names as
     they are, mirrorfit's objects by class and config, your own by name
     (:mod:`mirrorfit.serialization`)."""
-    from mirrorfit import serialization  # losses, metrics, optimizers: above this layer
-
     return serialization.compile_config(context.compile_args if context is not None else None)
 
 
@@ -84,8 +84,6 @@ def load_weights(strategy: Strategy, module: nn.Module, context: TrainingContext
 def apply(strategy: Strategy, module: nn.Module, context: TrainingContext | None,
           data: dict[str, Any], source: str) -> None:
     """Check, then load the module and, where both exist, the optimizer state."""
-    from mirrorfit.keras_models import matching_state  # Keras's automatic layer names
-
     module_state = matching_state(module, data["module"])
     check_module_state(module, module_state, source)
     opt_state = data.get("optimizer") if context is not None else None

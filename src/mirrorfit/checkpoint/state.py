@@ -28,6 +28,7 @@ from torch import nn
 
 from mirrorfit.checkpoint import rng
 from mirrorfit.checkpoint.errors import MismatchedCheckpointError
+from mirrorfit.keras_models import matching_state  # Keras's automatic layer names
 
 if TYPE_CHECKING:
     from mirrorfit.trainer.context import TrainingContext
@@ -89,8 +90,6 @@ def load_model_state(module: nn.Module, context: TrainingContext | None,
     Raises:
         MismatchedCheckpointError: keys, shapes or optimizer groups that differ.
     """
-    from mirrorfit.keras_models import matching_state  # Keras's automatic layer names
-
     module_state = matching_state(module, state["module"])
     check_module_state(module, module_state, source)
     if context is None:

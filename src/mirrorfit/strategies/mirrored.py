@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from mirrorfit import keras_models
 from mirrorfit.devices import DeviceSpec
 from mirrorfit.strategies import ddp, process_group
 from mirrorfit.strategies.capabilities import BackwardSyncControl
@@ -45,7 +46,8 @@ class MirroredStrategy(WorkerStrategy, BackwardSyncControl):
             fit's first update and then lets DDP handle them; True lets DDP look every
             step; False requires every parameter every step (an error names the others).
         sync_batchnorm: compute BatchNorm statistics over the global batch (converts
-            BatchNorm layers to ``strategies.sync_batchnorm.SyncBatchNorm``, CPU too).
+            BatchNorm layers to ``strategies.sync_batchnorm.SyncBatchNorm``, CPU too; a
+            Keras 3 model's BatchNormalization layers likewise, ``mirrorfit.keras_models``).
         precision: ``"bf16-mixed"``, ``"16-mixed"`` or ``"32"`` (Lightning's names; Keras's
             work too); None follows ``mirrorfit.mixed_precision.global_policy()``.
 
@@ -75,6 +77,7 @@ class MirroredStrategy(WorkerStrategy, BackwardSyncControl):
         self._check_started()
         if self._sync_batchnorm:
             convert_sync_batchnorm(module)  # in place, also with one replica (same layers)
+            keras_models.convert_sync_batchnorm(module)  # Keras 3 BatchNormalization layers
         module = module.to(self._device)
         if not self.distributed:
             return module  # DDP with one rank costs ~23% per step for nothing

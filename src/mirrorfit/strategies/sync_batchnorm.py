@@ -137,9 +137,7 @@ def convert_sync_batchnorm(module: nn.Module, process_group: Any = None) -> nn.M
                 and not isinstance(m, LazyModuleMixin)):
             m.__class__ = SyncBatchNorm
             m.process_group = getattr(m, "process_group", None) or process_group
-    from mirrorfit import keras_models  # Keras 3 BatchNormalization layers, likewise
-
-    return keras_models.convert_sync_batchnorm(module, process_group)
+    return module
 
 
 @contextlib.contextmanager
