@@ -26,6 +26,7 @@ def test_mnist_demo_trains_on_two_workers_with_keras_progress():
     assert res.stderr.strip() == "", res.stderr
 
 
+@pytest.mark.slow  # two workers importing Keras and training a CNN: ~40 s of CPU
 @pytest.mark.skipif(importlib.util.find_spec("keras") is None,
                     reason="keras is not installed (pip install -e '.[dev]')")
 def test_keras_model_example_trains_the_seed_cnn_on_two_workers():

@@ -12,8 +12,13 @@ also takes Keras's arguments:
   exactly. The factor is applied around each step, on top of the groups' ``lr``,
   which stays what you (or a callback) set;
 - ``clipnorm``, ``clipvalue``, ``global_clipnorm``: stored as attributes (``None``
-  when unset). This module does not clip: the training step reads them and clips
-  the global (all-reduced) gradient.
+  when unset). The optimizer does not clip: ``model.compile`` reads them into the
+  strategy's :class:`~mirrorfit.strategies.setup.Clipping`, and the strategy clips
+  the global (all-reduced) gradient before each step, once.
+
+The strategy may point the optimizer at other parameter objects
+(:func:`mirrorfit.optimizers.rebind`, in place): the decay's step count and hooks
+belong to the optimizer object, so they stay.
 
 Built without parameters (the Keras way), the optimizer is bound to the model's
 parameters by ``model.compile(optimizer=opt, ...)``; built with them (the torch way,
@@ -37,6 +42,7 @@ import torch
 from torch.optim import Optimizer
 
 from mirrorfit import optimizer_registry
+from mirrorfit.strategies.setup import Clipping
 
 __all__ = ["SGD", "Adadelta", "Adagrad", "Adam", "AdamW", "Adamax", "KerasOptimizer", "Nadam",
            "RMSprop"]
@@ -67,7 +73,8 @@ class KerasOptimizer(Optimizer):
 
     Raises:
         ValueError: both ``learning_rate`` and ``lr``, both ``clipnorm`` and
-            ``global_clipnorm``, or a negative value.
+            ``global_clipnorm``, a negative rate or decay, or a clipping value that is not
+            positive.
     """
 
     _name = ""  # the key in mirrorfit.optimizers' registry
@@ -80,12 +87,11 @@ class KerasOptimizer(Optimizer):
             params, learning_rate = None, _pick_lr(float(params), learning_rate)
         rate = _pick_lr(learning_rate, lr)
         self.decay = _non_negative("decay", decay) or 0.0
-        self.clipnorm = _non_negative("clipnorm", clipnorm)
-        self.clipvalue = _non_negative("clipvalue", clipvalue)
-        self.global_clipnorm = _non_negative("global_clipnorm", global_clipnorm)
-        if self.clipnorm is not None and self.global_clipnorm is not None:
-            raise ValueError(f"Pass clipnorm or global_clipnorm, not both; received "
-                             f"clipnorm={clipnorm!r}, global_clipnorm={global_clipnorm!r}.")
+        # checked as compile checks them (the strategy clips with these values)
+        clipping = Clipping(clipnorm, clipvalue, global_clipnorm)
+        self.clipnorm = clipping.clipnorm
+        self.clipvalue = clipping.clipvalue
+        self.global_clipnorm = clipping.global_clipnorm
         kwargs.pop("name", None)  # Keras's optimizer name: nothing to do with it here
         settings = {k: v for k, v in kwargs.items() if v is not None}
         if rate is not None:

@@ -3,10 +3,15 @@
 
 from __future__ import annotations
 
+import copy
+
+import numpy as np
 import pytest
 import torch
 
+import mirrorfit
 from mirrorfit import losses, metrics, optimizers
+from mirrorfit.strategies.setup import Clipping
 
 CLASSES = [(optimizers.Adam, torch.optim.Adam), (optimizers.AdamW, torch.optim.AdamW),
            (optimizers.SGD, torch.optim.SGD), (optimizers.RMSprop, torch.optim.RMSprop),
@@ -70,8 +75,10 @@ def test_decay_resumes_exactly_from_state_dict() -> None:
 def test_bad_arguments_are_named() -> None:
     with pytest.raises(ValueError, match="learning_rate or lr"):
         optimizers.Adam(learning_rate=0.1, lr=0.2)
-    with pytest.raises(ValueError, match="clipnorm or global_clipnorm"):
+    with pytest.raises(ValueError, match="only one of clipnorm=1.0 and global_clipnorm=1.0"):
         optimizers.SGD(clipnorm=1.0, global_clipnorm=1.0)
+    with pytest.raises(ValueError, match="clipvalue must be a positive number"):
+        optimizers.SGD(clipvalue=0)
     with pytest.raises(ValueError, match="decay must be a non-negative number"):
         optimizers.SGD(decay=-1)
     opt = optimizers.Adam()
@@ -92,3 +99,46 @@ def test_bad_arguments_are_named() -> None:
 def test_unknown_names_suggest_the_closest(resolve, typo: str, meant: str) -> None:
     with pytest.raises(ValueError, match=f"Unknown .* {typo!r}: did you mean {meant!r}\\?"):
         resolve(typo)
+
+
+def test_clipping_attributes_go_to_the_strategy() -> None:
+    """compile reads the optimizer's clipping into the strategy's Clipping, which clips the
+    gradient before the step (the optimizer itself does not clip)."""
+    x = np.random.default_rng(0).normal(scale=10.0, size=(8, 4)).astype("float32")
+    y = np.zeros((8, 1), "float32")
+    for opt, check in [
+        (optimizers.SGD(learning_rate=1.0, clipvalue=0.01),
+         lambda moved: np.testing.assert_allclose(np.abs(moved), 0.01, rtol=1e-5)),
+        (optimizers.SGD(learning_rate=1.0, global_clipnorm=0.5),
+         lambda moved: np.testing.assert_allclose(np.linalg.norm(moved), 0.5, rtol=1e-5)),
+    ]:
+        mirrorfit.set_seed(0)
+        module = torch.nn.Linear(4, 1, bias=False)
+        start = module.weight.detach().numpy().copy()
+        model = mirrorfit.Model(module)
+        model.compile(opt, "mse")
+        setup = model.training_context.setup
+        assert setup.clipping == Clipping(None, opt.clipvalue, opt.global_clipnorm)
+        model.fit(x, y, batch_size=8, epochs=1, verbose=0, shuffle=False)  # one step
+        check(module.weight.detach().numpy() - start)
+
+
+def test_rebind_keeps_the_decay_schedule() -> None:
+    """A strategy that replaces the parameters rebinds the optimizer in place: the decay's
+    step count and hooks stay with it, and it trains the new parameters."""
+    source = torch.nn.Linear(3, 1)
+    target, twin = copy.deepcopy(source), copy.deepcopy(source)
+    opt = optimizers.RMSprop(source.parameters(), learning_rate=0.1, decay=0.5)
+    reference = optimizers.RMSprop(twin.parameters(), learning_rate=0.1, decay=0.5)
+    before = {id(p): name for name, p in source.named_parameters()}
+    assert optimizers.rebind(opt, before, dict(target.named_parameters())) is opt
+    untouched = copy.deepcopy(source.state_dict())
+    for _ in range(3):
+        for module, optimizer in ((target, opt), (twin, reference)):
+            optimizer.zero_grad()
+            module(torch.ones(2, 3)).square().sum().backward()
+            optimizer.step()
+    torch.testing.assert_close(target.state_dict(), twin.state_dict(), rtol=0, atol=0)
+    torch.testing.assert_close(source.state_dict(), untouched, rtol=0, atol=0)
+    assert opt.iterations == 3 and opt.state_dict()["iterations"] == 3
+    assert opt.param_groups[0]["lr"] == 0.1  # the base rate, decay applied around each step
