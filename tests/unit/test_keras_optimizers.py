@@ -75,7 +75,7 @@ def test_decay_resumes_exactly_from_state_dict() -> None:
 def test_bad_arguments_are_named() -> None:
     with pytest.raises(ValueError, match="learning_rate or lr"):
         optimizers.Adam(learning_rate=0.1, lr=0.2)
-    with pytest.raises(ValueError, match="only one of clipnorm=1.0 and global_clipnorm=1.0"):
+    with pytest.raises(ValueError, match=r"only one of clipnorm=1\.0 and global_clipnorm=1\.0"):
         optimizers.SGD(clipnorm=1.0, global_clipnorm=1.0)
     with pytest.raises(ValueError, match="clipvalue must be a positive number"):
         optimizers.SGD(clipvalue=0)
