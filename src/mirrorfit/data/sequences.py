@@ -228,25 +228,43 @@ def _skip_items(chunks: Iterator[Chunk], n: int) -> Iterator[Chunk]:
 
 def _buffer_shuffle(chunks: Iterator[Chunk], size: int, rng: np.random.Generator
                     ) -> Iterator[Chunk]:
-    """tf.data's shuffle buffer: fill ``size`` handles, then emit a random one per arrival."""
-    buffer: list[Any] = []
+    """tf.data's shuffle buffer: fill ``size`` handles, then emit a random one per arrival.
+
+    Every arrival draws its pick, as the element-wise definition does, so the order for a
+    seed never depends on how the work is done; but the filling takes whole chunks at
+    once, and a buffer that never fills (``buffer_size >= length``, the usual
+    ``shuffle(len(x))``) ends as one vectorised permutation, with no Python per element.
+    """
+    filling: list[Chunk] = []  # the buffer while it fills, as the chunks came
+    filled = 0
+    buffer: list[Any] | None = None  # the buffer once full: swapped one handle at a time
     as_tensor = False
     for chunk in chunks:
         as_tensor = isinstance(chunk, torch.Tensor)
-        handles = chunk.tolist() if isinstance(chunk, torch.Tensor) else chunk
-        picks = rng.integers(0, size, len(handles)).tolist()
+        picks = rng.integers(0, size, len(chunk))
+        k = 0 if buffer is not None else min(size - filled, len(chunk))
+        if k:
+            filling.append(chunk[:k])
+            filled += k
+        if k == len(chunk):
+            continue
+        if buffer is None:
+            buffer, filling = _as_list(_concat(filling)) if filling else [], []
         out = []
-        for handle, j in zip(handles, picks, strict=True):
-            if len(buffer) < size:
-                buffer.append(handle)
-                continue
+        for handle, j in zip(_as_list(chunk[k:]), picks[k:].tolist(), strict=True):
             out.append(buffer[j])
             buffer[j] = handle
-        if out:
-            yield torch.tensor(out, dtype=torch.int64) if as_tensor else out
-    if buffer:
-        rest = [buffer[i] for i in rng.permutation(len(buffer)).tolist()]
-        yield torch.tensor(rest, dtype=torch.int64) if as_tensor else rest
+        yield torch.tensor(out, dtype=torch.int64) if as_tensor else out
+    if buffer is None and not filling:
+        return
+    rest: Chunk = _concat(filling) if buffer is None else buffer
+    if as_tensor and not isinstance(rest, torch.Tensor):
+        rest = torch.tensor(rest, dtype=torch.int64)
+    yield _permute(rest, torch.from_numpy(rng.permutation(len(rest))))
+
+
+def _as_list(chunk: Chunk) -> list[Any]:
+    return chunk.tolist() if isinstance(chunk, torch.Tensor) else list(chunk)
 
 
 def _derive_seed(seed: int, ordinal: int, reps: tuple[int, ...]) -> int:
