@@ -47,7 +47,7 @@ from mirrorfit.data.stages import (
     Stage,
     Take,
 )
-from mirrorfit.data.stream import DatasetBatches, iter_samples, local_batches
+from mirrorfit.data.stream import DatasetBatches, iter_batches, iter_samples
 
 __all__ = ["Dataset"]
 
@@ -195,7 +195,7 @@ class Dataset:
         plan = compile_plan(self._elements, self._stages, seed)
         if not plan.batched:
             return iter_samples(plan, key)
-        return (b.data for b in local_batches(plan, key, 0, Replica()))
+        return iter_batches(plan, key)
 
     def __repr__(self) -> str:
         return f"Dataset({describe(self._elements, self._stages)})"

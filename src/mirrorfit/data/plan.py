@@ -41,7 +41,7 @@ from mirrorfit.data.stages import (
 )
 from mirrorfit.data.trees import concat
 
-__all__ = ["MapFunctionError", "Plan", "compile_plan", "describe", "fetch_batch",
+__all__ = ["MapFunctionError", "Plan", "batch_fetcher", "compile_plan", "describe", "fetch_batch",
            "fetch_samples"]
 
 _CACHE_BLOCK = 1024  # elements materialised per fetch while building a cache
@@ -142,6 +142,13 @@ def _materialise(plan: Plan, key: EpochKey) -> Any:
         raise ValueError("cache() received an empty dataset (0 elements); check the source "
                          "and any take()/skip() before cache().")
     return concat(parts)
+
+
+def batch_fetcher(plan: Plan) -> Callable[[Chunk], Any]:
+    """``fetch_batch`` for ``plan``, bound once per epoch: without maps, the gather itself."""
+    if not plan.sample_maps and not plan.batch_maps:
+        return plan.elements.batch
+    return partial(fetch_batch, plan)
 
 
 def fetch_batch(plan: Plan, handles: Chunk) -> Any:

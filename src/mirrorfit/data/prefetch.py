@@ -38,8 +38,11 @@ _JOIN_S = 10.0
 def ordered_map(fn: Callable[[T], R], items: Iterable[T], workers: int) -> Iterator[R]:
     """``fn(item)`` for each item, ``workers`` at a time, yielded in input order."""
     if workers <= 1:
-        yield from map(fn, items)
-        return
+        return map(fn, items)  # no generator frame of our own on the single-thread hot path
+    return _pooled(fn, items, workers)
+
+
+def _pooled(fn: Callable[[T], R], items: Iterable[T], workers: int) -> Iterator[R]:
     pending: deque[Future[R]] = deque()
     with ThreadPoolExecutor(workers, thread_name_prefix="mirrorfit-map") as pool:
         try:

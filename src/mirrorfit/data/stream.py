@@ -9,21 +9,22 @@ an empty share reads one dummy sample and reports ``size=0``.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from functools import partial
 from typing import Any
 
 import torch
 
 from mirrorfit.data.batches import LocalBatch
 from mirrorfit.data.elements import Elements
-from mirrorfit.data.plan import Plan, compile_plan, describe, fetch_batch, fetch_samples
+from mirrorfit.data.plan import Plan, batch_fetcher, compile_plan, describe, fetch_samples
 from mirrorfit.data.prefetch import ordered_map, prefetch
 from mirrorfit.data.sequences import Chunk, EpochKey, blocks, items
 from mirrorfit.data.sharding import Replica, take_share
 from mirrorfit.data.stages import Batch, Stage
 from mirrorfit.data.trees import as_tuple
 
-__all__ = ["DatasetBatches", "iter_samples", "local_batches"]
+__all__ = ["DatasetBatches", "iter_batches", "iter_samples", "local_batches"]
 
 _SAMPLE_BLOCK = 256  # samples fetched at once when iterating an unbatched dataset
 
@@ -95,17 +96,37 @@ def local_batches(plan: Plan, key: EpochKey, start_step: int,
                   replica: Replica) -> Iterator[LocalBatch]:
     """Global batches from ``start_step``, cut to ``replica``'s share, fetched and mapped."""
     global_batches = items(plan.seq.chunks(key, start_step))
-    out = ordered_map(lambda h: _local_batch(plan, h, replica), global_batches, plan.workers)
+    fetch = batch_fetcher(plan)
+    make = (partial(_whole_batch, fetch) if replica.world == 1
+            else partial(_local_batch, fetch, replica))
+    out = ordered_map(make, global_batches, plan.workers)
     if plan.prefetch is not None and plan.prefetch.size > 0:
         return prefetch(out, plan.prefetch.size, plan.prefetch.device)
     return out
 
 
-def _local_batch(plan: Plan, handles: Chunk, replica: Replica) -> LocalBatch:
+def iter_batches(plan: Plan, key: EpochKey) -> Iterator[tuple[Any, ...]]:
+    """A batched pipeline's batches (plain iteration: one replica), each as a tuple."""
+    fetch = batch_fetcher(plan)
+    out = ordered_map(lambda h: as_tuple(fetch(h)), items(plan.seq.chunks(key)), plan.workers)
+    if plan.prefetch is not None and plan.prefetch.size > 0:
+        return prefetch(out, plan.prefetch.size, plan.prefetch.device)
+    return out
+
+
+def _whole_batch(fetch: Callable[[Chunk], Any], handles: Chunk) -> LocalBatch:
+    # one replica: the share is the global batch (the hot path of a 1-process fit)
+    if isinstance(handles, torch.Tensor):
+        n = handles.shape[0]
+        return LocalBatch(as_tuple(fetch(handles)), n, n, handles)
+    return LocalBatch(as_tuple(fetch(handles)), len(handles), len(handles), None)
+
+
+def _local_batch(fetch: Callable[[Chunk], Any], replica: Replica, handles: Chunk) -> LocalBatch:
     n = handles.shape[0] if isinstance(handles, torch.Tensor) else len(handles)
     read, local, size = take_share(handles, n, replica)
     indices = local if isinstance(local, torch.Tensor) else None
-    return LocalBatch(as_tuple(fetch_batch(plan, read)), size, n, indices)
+    return LocalBatch(as_tuple(fetch(read)), size, n, indices)
 
 
 def iter_samples(plan: Plan, key: EpochKey) -> Iterator[tuple[Any, ...]]:
