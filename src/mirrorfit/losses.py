@@ -289,6 +289,8 @@ class _CallableLoss(Loss):
             unreduced: Any = copy.copy(fn)
             unreduced.reduction = "none"
             self._unreduced = unreduced
+        self._fused = _fused_mean_kind(fn)
+
 
     def get_config(self) -> dict[str, Any]:
         return {"fn": self.fn}
@@ -297,6 +299,8 @@ class _CallableLoss(Loss):
         return self._per_sample(self._call(y_pred, y_true), y_pred)
 
     def __call__(self, y_pred: torch.Tensor, y_true: torch.Tensor) -> torch.Tensor:
+        if self._fused is not None and _fused_mean_fits(self._fused, self.fn, y_pred, y_true):
+            return self.fn(y_pred, y_true)  # torch's own "mean": the same value, one kernel
         values = self._call(y_pred, y_true)
         if values.ndim == 0 and self._unreduced is None:
             return values  # a plain function's own batch mean
@@ -312,6 +316,39 @@ class _CallableLoss(Loss):
                             f"values for a batch of {y_pred.shape[0]}; per_sample needs a "
                             f"function returning (batch, ...) values or a torch loss module.")
         return _batch_mean(values)
+
+
+# torch loss modules whose "mean" reduction is the plain mean over samples of the
+# per-sample means, as the wrapper computes it (class-index targets: none ignored)
+_ELEMENTWISE = (nn.MSELoss, nn.L1Loss, nn.SmoothL1Loss, nn.HuberLoss, nn.BCELoss,
+                nn.BCEWithLogitsLoss)
+_CLASS_INDEX = (nn.CrossEntropyLoss, nn.NLLLoss)
+
+
+def _fused_mean_kind(fn: Any) -> str | None:
+    """``"elementwise"`` or ``"class_index"`` when ``fn``'s own mean reduction may stand
+    in for the per-sample mean (no class or positive weights); else None."""
+    if (getattr(fn, "reduction", None) != "mean" or getattr(fn, "weight", None) is not None
+            or getattr(fn, "pos_weight", None) is not None):
+        return None
+    if type(fn) in _ELEMENTWISE:
+        return "elementwise"
+    return "class_index" if type(fn) in _CLASS_INDEX else None
+
+
+def _fused_mean_fits(kind: str, fn: Any, y_pred: torch.Tensor, y_true: torch.Tensor) -> bool:
+    """Whether ``fn``'s "mean" equals the per-sample mean for this batch: a non-empty
+    batch; same shapes (elementwise); integer targets on the CPU with none equal to
+    ``ignore_index``, which torch's mean would leave out of the count (class index;
+    on a GPU that check would wait for the device, so the wrapper's way stays)."""
+    if not (isinstance(y_pred, torch.Tensor) and isinstance(y_true, torch.Tensor)
+            and y_pred.ndim > 0 and y_pred.shape[0] > 0):
+        return False
+    if kind == "elementwise":
+        return y_pred.shape == y_true.shape
+    return (y_true.device.type == "cpu" and not y_true.is_floating_point()
+            and y_true.shape[:1] == y_pred.shape[:1]
+            and not bool((y_true == fn.ignore_index).any()))
 
 
 _REGISTRY: dict[str, type[Loss]] = {
@@ -341,7 +378,9 @@ def get(identifier: str | Loss | type[Loss] | Callable[..., torch.Tensor],
             (returned as is) or class; or any callable ``fn(y_pred, y_true)``. A
             ``torch.nn`` loss module (e.g. ``nn.CrossEntropyLoss()``) is run with
             ``reduction="none"`` on a shallow copy and averaged over the batch, whatever
-            its own ``reduction`` ("mean", "sum" or "none"), so shards weigh exactly. For
+            its own ``reduction`` ("mean", "sum" or "none"), so shards weigh exactly (a
+            "mean" module without weights, whose mean is that same value, runs its own
+            fused mean when the batch allows: see ``_fused_mean_fits``). For
             a module with class ``weight`` or ``ignore_index`` this plain mean differs
             from torch's weighted "mean". Any other callable returning a scalar is
             taken as the batch mean.

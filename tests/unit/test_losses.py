@@ -149,3 +149,42 @@ def test_bad_identifiers() -> None:
         losses.get(losses.Huber(), from_logits=True)
     with pytest.raises(ValueError, match="shapes differ"):
         losses.get("mse")(torch.zeros(2, 3), torch.zeros(2, 4))
+
+
+@pytest.mark.parametrize("module", [nn.CrossEntropyLoss(), nn.NLLLoss(), nn.MSELoss(),
+                                    nn.L1Loss(), nn.SmoothL1Loss(), nn.HuberLoss(),
+                                    nn.BCEWithLogitsLoss()])
+def test_a_torch_mean_is_run_fused_with_the_per_sample_mean_value(module: nn.Module) -> None:
+    torch.manual_seed(0)
+    y_pred = torch.randn(8, 4, requires_grad=True)
+    if isinstance(module, (nn.CrossEntropyLoss, nn.NLLLoss)):
+        y_true = torch.randint(0, 4, (8,))
+    else:
+        y_true = torch.rand(8, 4)
+    loss = losses.get(module)
+    value = loss(y_pred, y_true)
+    torch.testing.assert_close(value, loss.per_sample(y_pred, y_true).mean())
+    # one kernel of torch's own mean, not reduction="none" then sum and divide
+    assert "Div" not in value.grad_fn.name() and "Sum" not in value.grad_fn.name()
+
+
+def test_ignored_targets_and_class_weights_keep_the_plain_per_sample_mean() -> None:
+    logits = torch.randn(6, 3)
+    labels = torch.tensor([0, 1, -100, 2, -100, 1])
+    value = losses.get(nn.CrossEntropyLoss())(logits, labels)
+    kept = labels != -100
+    # ignored samples count as 0 over all 6 (torch's "mean" would divide by 4)
+    torch.testing.assert_close(value, F.cross_entropy(logits[kept], labels[kept],
+                                                      reduction="sum") / 6)
+    weight = torch.tensor([1.0, 2.0, 3.0])
+    labels = torch.tensor([0, 1, 2, 2, 0, 1])
+    value = losses.get(nn.CrossEntropyLoss(weight=weight))(logits, labels)
+    torch.testing.assert_close(value, F.cross_entropy(logits, labels, weight=weight,
+                                                      reduction="none").mean())
+
+
+def test_an_empty_batch_of_a_torch_mean_gives_zero() -> None:
+    x = torch.zeros(0, 3, requires_grad=True)
+    value = losses.get(nn.CrossEntropyLoss())(x, torch.zeros(0, dtype=torch.long))
+    assert float(value.detach()) == 0.0
+    assert float(losses.get(nn.MSELoss())(torch.zeros(0, 2), torch.zeros(0, 2))) == 0.0
