@@ -26,6 +26,17 @@ Two ways of timing, both printed, each a median over ``--repeats`` runs:
   of a pair moves the ratio.
 
 Goal: fit <= 1.02x the hand loop per step.
+
+A third figure, **whole epoch**, times fit as a user first times it: a fresh
+module and one ``torch.optim.Adam(module.parameters())`` (torch's default, the
+very object the hand loop steps), then ``Model(module)``, ``compile(opt,
+nn.CrossEntropyLoss())`` and ``fit(x, y, batch_size=32, epochs=1, verbose=0)``
+all inside the timing, against the plain loop ``perm = randperm(n); for each
+batch: opt.zero_grad(); loss_fn(m(x[idx]), y[idx]).backward(); opt.step()``
+(``--epoch-samples`` samples, ``--epoch-repeats`` pairs, order alternated; an
+A/A row times the hand loop against itself). Goal: <= 1.01x.
+
+    python bench/fit_overhead.py --only-epoch 2>/dev/null      # this row alone
 """
 
 from __future__ import annotations
@@ -174,6 +185,65 @@ def lockstep(x: torch.Tensor, y: torch.Tensor, steps: int, batch: int, warmup: i
     return (fit_seconds / (steps - warmup)) / (sum(hand_blocks) / (len(hand_blocks) * block))
 
 
+def epoch_hand(x: torch.Tensor, y: torch.Tensor, batch: int) -> float:
+    """Seconds for one epoch of the plain hand loop, set-up included."""
+    module = build()
+    opt = torch.optim.Adam(module.parameters())
+    start = time.perf_counter()
+    loss_fn = nn.CrossEntropyLoss()
+    perm = torch.randperm(len(x))
+    for i in range(0, len(x), batch):
+        idx = perm[i:i + batch]
+        opt.zero_grad()
+        loss_fn(module(x[idx]), y[idx]).backward()
+        opt.step()
+    return time.perf_counter() - start
+
+
+def epoch_fit(x: torch.Tensor, y: torch.Tensor, batch: int) -> float:
+    """Seconds for one epoch of fit with the same optimizer object, set-up included."""
+    module = build()
+    opt = torch.optim.Adam(module.parameters())
+    start = time.perf_counter()
+    model = mirrorfit.Model(module)
+    model.compile(opt, nn.CrossEntropyLoss())
+    model.fit(x, y, batch_size=batch, epochs=1, verbose=0)
+    return time.perf_counter() - start
+
+
+def whole_epoch(x: torch.Tensor, y: torch.Tensor, batch: int, repeats: int,
+                ) -> tuple[list[tuple[float, float]], list[float]]:
+    """``(hand, fit)`` seconds per pair, order alternated, and the A/A ratios (the hand
+    loop timed against itself in the same alternation)."""
+    epoch_hand(x, y, batch), epoch_fit(x, y, batch)  # warm-up: first-call costs of both
+    pairs, same = [], []
+    for r in range(repeats):
+        if r % 2 == 0:
+            h = epoch_hand(x, y, batch)
+            pairs.append((h, epoch_fit(x, y, batch)))
+        else:
+            f = epoch_fit(x, y, batch)
+            pairs.append((epoch_hand(x, y, batch), f))
+        a, b = epoch_hand(x, y, batch), epoch_hand(x, y, batch)
+        same.append(b / a if r % 2 == 0 else a / b)
+    return pairs, same
+
+
+def report_epoch(n: int, batch: int, pairs: list[tuple[float, float]],
+                 same: list[float]) -> None:
+    ratios = [f / h for h, f in pairs]
+    print(f"\nwhole epoch with set-up: {n} samples, batch {batch}, torch.optim.Adam (the same "
+          f"object), fresh module per run, {len(pairs)} pairs, "
+          f"load average {os.getloadavg()[0]:.2f}")
+    print(f"{'whole epoch':<12}{statistics.median(ratios):>16.3f}"
+          f"{f'{min(ratios):.3f}-{max(ratios):.3f}':>14}"
+          f"{'hand ms':>10}{statistics.median(h for h, _ in pairs) * 1e3:>9.1f}"
+          f"{'fit ms':>9}{statistics.median(f for _, f in pairs) * 1e3:>9.1f}")
+    print(f"{'A/A check':<12}{statistics.median(same):>16.3f}"
+          f"{f'{min(same):.3f}-{max(same):.3f}':>14}")
+    print("(ratio: fit's epoch over the hand loop's, set-up included; goal <= 1.01)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--steps", type=int, default=300)
@@ -181,12 +251,21 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--epoch-samples", type=int, default=20000)
+    parser.add_argument("--epoch-batch", type=int, default=32)
+    parser.add_argument("--epoch-repeats", type=int, default=5)
+    parser.add_argument("--only-epoch", action="store_true", help="the whole-epoch row only")
     args = parser.parse_args()
     mirrorfit.OneDeviceStrategy("cpu")  # the default strategy's CPU settings, for both loops
     torch.set_num_threads(args.threads)
     (x_np, y_np), _ = mirrorfit.datasets.mnist.load_data()
     x = torch.from_numpy(x_np.reshape(-1, 784).astype(np.float32) / 255.0)
     y = torch.from_numpy(y_np.astype(np.int64))
+    xe, ye = x[:args.epoch_samples], y[:args.epoch_samples]
+    epoch_rows = whole_epoch(xe, ye, args.epoch_batch, args.epoch_repeats)
+    if args.only_epoch:
+        report_epoch(len(xe), args.epoch_batch, *epoch_rows)
+        return
     a = (x, y, args.steps, args.batch, args.warmup)
     hand_loop(x, y, 40, args.batch, 20)  # warm-up
     same = [lockstep(*a, 0, r % 2, driver=run_hand) for r in range(args.repeats)]
@@ -204,6 +283,7 @@ def main() -> None:
     jit = functools.partial(run_fit, jit=True)  # compiles within the warm-up steps
     compiled = [lockstep(*a, 0, r % 2, driver=jit) for r in range(min(3, args.repeats))]
     report(args, rows, same, default, compiled)
+    report_epoch(len(xe), args.epoch_batch, *epoch_rows)  # beside the lockstep figure
 
 
 def report(args: argparse.Namespace, rows: list, same: list[float],  # type: ignore[type-arg]
