@@ -32,6 +32,11 @@ PIPELINES: dict[str, Callable[[], Dataset]] = {
     "repeat": lambda: Dataset.from_tensor_slices(ids(N)).shuffle().repeat(2).batch(5),
     "batch-shuffle": lambda: Dataset.from_tensor_slices(ids(N)).batch(5).shuffle(seed=1).take(4),
     "tiny-last": lambda: Dataset.from_tensor_slices(ids(N)).batch(11),  # last batch of 1
+    # tf.data's usual order: cache batches (each replica keeps its shares), then reorder them
+    "batch-cache": lambda: Dataset.from_tensor_slices(ids(N)).shuffle().map(
+        lambda x, y: (x, y)).batch(5).cache().shuffle().prefetch(),
+    "batch-cache-tiny": lambda: Dataset.from_torch(Counting(N)).batch(11).map(
+        lambda x, y: (x, y)).cache(),
 }
 
 
@@ -132,6 +137,16 @@ def test_state_dict_restores_the_seed_and_checks_the_batch_size() -> None:
         replica=Replica(), shuffle=True, seed=0)
     with pytest.raises(ValueError, match=r"batch size 5.*\.batch\(5\)"):
         other.load_state_dict(a.state_dict())
+
+
+def test_batch_size_with_a_dataset_says_whether_it_is_batched() -> None:
+    def stream(ds: Dataset) -> object:
+        return as_batch_stream(ds, batch_size=64, replica=Replica(), shuffle=True, seed=0)
+
+    with pytest.raises(ValueError, match=r"unbatched Dataset.*Add \.batch\(64\)"):
+        stream(Dataset.from_tensor_slices(ids(N)).shuffle())
+    with pytest.raises(ValueError, match=r"batched by \.batch\(5\).*received batch_size=64"):
+        stream(Dataset.from_tensor_slices(ids(N)).batch(5))
 
 
 def test_fit_needs_a_batched_dataset() -> None:

@@ -178,7 +178,6 @@ def test_unstackable_samples_name_the_batch() -> None:
     (lambda ds: ds.batch(-4), r"received -4"),
     (lambda ds: ds.batch(2.5), r"received 2.5"),
     (lambda ds: ds.batch(2).batch(2), "already batched"),
-    (lambda ds: ds.batch(2).cache(), "Move cache\\(\\) before batch"),
     (lambda ds: ds.repeat().shuffle(), "infinite"),
     (lambda ds: ds.repeat().cache(), "infinite"),
     (lambda ds: ds.take(-1), r"received -1"),

@@ -28,10 +28,12 @@ def as_batch_stream(x: Any, y: Any = None, sample_weight: Any = None, *, batch_s
     """
     stream_fn = getattr(x, "_as_batch_stream", None)  # mirrorfit.data.Dataset
     if stream_fn is not None:
-        _no_y(x, y, batch_size, allow_batch_size=False)
+        _no_y(x, y)
+        if batch_size is not None:
+            raise ValueError(_dataset_batch_size_message(x, batch_size))
         return stream_fn(replica=replica, shuffle=shuffle, seed=seed)
     if isinstance(x, DataLoader):
-        _no_y(x, y, None)
+        _no_y(x, y)
         if x.batch_size is None:
             raise ValueError("A DataLoader with batch_size=None cannot be re-batched; give it a "
                              "batch_size (the global batch size).")
@@ -40,7 +42,7 @@ def as_batch_stream(x: Any, y: Any = None, sample_weight: Any = None, *, batch_s
         return IndexedBatches(source, x.batch_size, replica, shuffle=shuffle and loader_shuffle,
                               seed=seed, drop_remainder=x.drop_last)
     if isinstance(x, TorchDataset):
-        _no_y(x, y, None)
+        _no_y(x, y)
         source = DatasetSource(x)
     else:
         parts = [x] if y is None else [x, y]
@@ -78,14 +80,22 @@ def _loader_dataset(loader: DataLoader) -> tuple[TorchDataset, bool]:
     )
 
 
-def _no_y(x: Any, y: Any, batch_size: int | None, allow_batch_size: bool = True) -> None:
+def _no_y(x: Any, y: Any) -> None:
     if y is not None:
         raise ValueError(
             f"y must be None when x is a {type(x).__name__} (it yields the targets itself); "
             f"received y of type {type(y).__name__}."
         )
-    if not allow_batch_size and batch_size is not None:
-        raise ValueError(
-            f"batch_size must be None when x is a batched {type(x).__name__}; received "
-            f"batch_size={batch_size}. Batch the dataset with .batch(global_batch) instead."
-        )
+
+
+def _dataset_batch_size_message(ds: Any, batch_size: int) -> str:
+    """What to say when ``fit(dataset, batch_size=...)`` gets a ``mirrorfit.data.Dataset``."""
+    batched = ds._global_batch()
+    if batched is None:
+        return (f"batch_size={batch_size} was given with an unbatched Dataset ({ds!r}): a "
+                f"Dataset is batched by its own stages. Add .batch({batch_size}) to the pipeline "
+                "(the global batch: samples per step across all replicas) and call fit without "
+                "batch_size.")
+    return (f"batch_size must be None when x is a Dataset batched by .batch({batched}) "
+            f"({ds!r}); received batch_size={batch_size}. Change the .batch() of the pipeline "
+            "instead.")

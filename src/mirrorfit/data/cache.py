@@ -23,7 +23,7 @@ import functools
 import hashlib
 import threading
 import types
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -49,17 +49,25 @@ class CacheStore:
 
     def __init__(self) -> None:
         self._data: Any = None
+        self._key: Hashable = None
         self._lock = threading.Lock()
 
     def get(self, build: Callable[[], Any], *, path: Path | None,
-            fingerprint: Callable[[], str], pipeline: str, on_mismatch: str) -> Any:
-        """The cached structure: from memory, else from ``path``, else ``build()`` (and saved)."""
+            fingerprint: Callable[[], str], pipeline: str, on_mismatch: str,
+            key: Hashable = None) -> Any:
+        """The cached structure: from memory, else from ``path``, else ``build()`` (and saved).
+
+        A different ``key`` (a cache of batches: the seed and the replica whose shares
+        it keeps) replaces what memory holds; only the latest content is kept.
+        """
         with self._lock:
-            if self._data is None:
+            if self._data is None or key != self._key:
+                self._data = None  # free the old content before building the new one
                 if path is None:
                     self._data = build()
                 else:
                     self._data = _through_file(path, build, fingerprint(), pipeline, on_mismatch)
+                self._key = key
             return self._data
 
 

@@ -84,6 +84,7 @@ class Dataset:
         self._elements = elements
         self._stages = stages
         self._iterations = 0  # plain iterations so far: each one is a fresh epoch
+        self._seed: int | None = None  # the plain iterations' seed, once a cache is built
 
     # -- constructors ---------------------------------------------------------------------
 
@@ -143,10 +144,12 @@ class Dataset:
         unchanged; otherwise it raises ``CacheMismatchError`` (``on_mismatch="error"``)
         or rebuilds the file (``"rebuild"``). Put ``shuffle`` after ``cache``: a
         shuffle before it is frozen at its first order.
+
+        After ``batch()`` (tf.data's usual ``.batch(n).cache()``) the cache keeps
+        batches: the first pass's global batches, each replica keeping only its own
+        share (a file per replica: ``path`` with ``.1-of-2`` appended for rank 1 of 2).
+        A ``shuffle`` after it reorders whole batches.
         """
-        if any(isinstance(s, Batch) for s in self._stages):
-            raise ValueError(f"cache() after batch() is not supported ({self!r}). Move "
-                             "cache() before batch(); batching cached samples costs one gather.")
         return self._then(Cache(None if path is None else Path(path), on_mismatch))
 
     def prefetch(self, buffer_size: int = AUTOTUNE,
@@ -190,15 +193,23 @@ class Dataset:
         # shuffles given seed=None draw from torch's generator (torch.manual_seed repeats them)
         unseeded = any(isinstance(s, Shuffle) and s.seed is None for s in self._stages)
         seed = int(torch.randint(0, 2**62, ()).item()) if unseeded else 0
+        if any(isinstance(s, Cache) for s in self._stages):
+            # a cache is built at one seed: keep it, later shuffles still vary with the pass
+            self._seed = seed if self._seed is None else self._seed
+            seed = self._seed
         key = EpochKey(seed, self._iterations)
         self._iterations += 1
-        plan = compile_plan(self._elements, self._stages, seed)
+        plan = compile_plan(self._elements, self._stages, seed, Replica())
         if not plan.batched:
             return iter_samples(plan, key)
         return iter_batches(plan, key)
 
     def __repr__(self) -> str:
         return f"Dataset({describe(self._elements, self._stages)})"
+
+    def _global_batch(self) -> int | None:
+        """The size given to ``batch()``, or None for an unbatched pipeline."""
+        return next((s.size for s in self._stages if isinstance(s, Batch)), None)
 
     def _then(self, stage: Stage) -> Dataset:
         stage.out_length(self.cardinality())  # raises early, e.g. shuffle of an infinite set

@@ -4,7 +4,8 @@ Selection stages (shuffle, take, skip, repeat, batch) become handle sequences.
 Maps are element-wise, so they commute with selection: they move to fetch time
 and run only on the handles actually read (after sharding, only this replica's
 share). ``cache`` cuts the pipeline: everything before it is materialised once
-into tensors, which then act as a new sliced source.
+into tensors, which then act as a new sliced source; after ``batch()`` it keeps
+this replica's shares of the global batches (``mirrorfit.data.batch_cache``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,10 @@ from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
 
+import torch
+
+from mirrorfit.data.batch_cache import BatchCache, replica_path
+from mirrorfit.data.batches import LocalBatch
 from mirrorfit.data.cache import fingerprint
 from mirrorfit.data.elements import Elements, SliceElements, collate_named, describe_handles
 from mirrorfit.data.prefetch import ordered_map
@@ -27,7 +32,9 @@ from mirrorfit.data.sequences import (
     SkipSeq,
     TakeSeq,
     blocks,
+    items,
 )
+from mirrorfit.data.sharding import Replica, take_share
 from mirrorfit.data.stages import (
     Batch,
     Cache,
@@ -39,10 +46,10 @@ from mirrorfit.data.stages import (
     Stage,
     Take,
 )
-from mirrorfit.data.trees import concat
+from mirrorfit.data.trees import as_tuple, concat
 
 __all__ = ["MapFunctionError", "Plan", "batch_fetcher", "compile_plan", "describe", "fetch_batch",
-           "fetch_samples"]
+           "fetch_samples", "local_batch", "share_reader"]
 
 _CACHE_BLOCK = 1024  # elements materialised per fetch while building a cache
 
@@ -87,13 +94,16 @@ _SHOWN_FIELDS: dict[type, tuple[str, ...]] = {
 }
 
 
-def compile_plan(elements: Elements, stages: Sequence[Stage], seed: int) -> Plan:
+def compile_plan(elements: Elements, stages: Sequence[Stage], seed: int,
+                 replica: Replica | None = None) -> Plan:
     """The plan for ``stages`` over ``elements``; builds (or loads) caches on the way.
 
     Args:
         seed: the seed of shuffles given ``seed=None``; also freezes the order of any
             shuffle before a ``cache()`` (the first pass is what gets cached).
+        replica: whose shares a ``cache()`` after ``batch()`` keeps (default: one replica).
     """
+    replica = replica or Replica()
     plan = Plan(elements, elements.seq())
     for i, stage in enumerate(stages):
         if isinstance(stage, Shuffle):
@@ -108,7 +118,7 @@ def compile_plan(elements: Elements, stages: Sequence[Stage], seed: int) -> Plan
         elif isinstance(stage, Prefetch):
             plan = replace(plan, prefetch=stage)
         else:
-            plan = _cached(plan, stage, elements, stages[:i], seed)
+            plan = _cached(plan, stage, elements, stages[:i], seed, replica)
     return plan
 
 
@@ -123,7 +133,9 @@ def _add_map(plan: Plan, stage: Map) -> Plan:
 
 
 def _cached(plan: Plan, stage: Cache, root: Elements, upstream: Sequence[Stage],
-            seed: int) -> Plan:
+            seed: int, replica: Replica) -> Plan:
+    if plan.batched:
+        return _cached_batches(plan, stage, root, upstream, seed, replica)
     data = stage.store.get(
         lambda: _materialise(plan, EpochKey(seed, 0)),
         path=stage.path,
@@ -133,6 +145,65 @@ def _cached(plan: Plan, stage: Cache, root: Elements, upstream: Sequence[Stage],
     )
     cached = SliceElements(data, label="cached element")
     return Plan(cached, cached.seq(), prefetch=plan.prefetch, shuffles=plan.shuffles)
+
+
+def _cached_batches(plan: Plan, stage: Cache, root: Elements, upstream: Sequence[Stage],
+                    seed: int, replica: Replica) -> Plan:
+    """``batch(n).cache()``: this replica's shares of the first pass, per replica and seed."""
+    building = replace(plan, prefetch=None)
+    payload = stage.store.get(
+        lambda: BatchCache.build(
+            local_batch(building, h, replica) for h in items(plan.seq.chunks(EpochKey(seed, 0)))),
+        path=None if stage.path is None else replica_path(stage.path, replica),
+        fingerprint=lambda: fingerprint(root, upstream),
+        pipeline=describe(root, upstream),
+        on_mismatch=stage.on_mismatch,
+        key=(seed, replica.rank, replica.world),
+    )
+    cached = BatchCache(payload)
+    return Plan(cached, cached.seq(), batched=True, prefetch=plan.prefetch,
+                shuffles=plan.shuffles)
+
+
+def local_batch(plan: Plan, handles: Chunk, replica: Replica) -> LocalBatch:
+    """``replica``'s share of the global batch ``handles``, fetched and mapped."""
+    return share_reader(plan, replica)(handles)
+
+
+def share_reader(plan: Plan, replica: Replica) -> Callable[[Chunk], LocalBatch]:
+    """From a global batch's handles to ``replica``'s share, fetched and mapped; bound
+    once per epoch.
+
+    The handles are cut *before* anything is read, so a replica reads only its own
+    samples; an empty share reads one dummy sample and reports ``size=0``. After
+    ``batch().cache()`` the cache already holds only this replica's shares.
+    """
+    fetch = batch_fetcher(plan)
+    if isinstance(plan.elements, BatchCache):
+        return partial(_cached_share, plan.elements, fetch)
+    if replica.world == 1:
+        return partial(_whole_batch, fetch)
+    return partial(_replica_share, fetch, replica)
+
+
+def _cached_share(cache: BatchCache, fetch: Callable[[Chunk], Any], handles: Chunk) -> LocalBatch:
+    return LocalBatch(as_tuple(fetch(handles)), cache.size(handles), cache.global_size(handles))
+
+
+def _whole_batch(fetch: Callable[[Chunk], Any], handles: Chunk) -> LocalBatch:
+    # one replica: the share is the global batch (the hot path of a 1-process fit)
+    if isinstance(handles, torch.Tensor):
+        n = handles.shape[0]
+        return LocalBatch(as_tuple(fetch(handles)), n, n, handles)
+    return LocalBatch(as_tuple(fetch(handles)), len(handles), len(handles), None)
+
+
+def _replica_share(fetch: Callable[[Chunk], Any], replica: Replica,
+                   handles: Chunk) -> LocalBatch:
+    n = handles.shape[0] if isinstance(handles, torch.Tensor) else len(handles)
+    read, local, size = take_share(handles, n, replica)
+    indices = local if isinstance(local, torch.Tensor) else None
+    return LocalBatch(as_tuple(fetch(read)), size, n, indices)
 
 
 def _materialise(plan: Plan, key: EpochKey) -> Any:

@@ -3,24 +3,31 @@
 The global batches of an epoch come from the plan's handle sequence, keyed by
 (seed, epoch) only. Each global batch's handles are cut with ``take_share``
 *before* anything is read, so a replica gathers and maps only its own samples;
-an empty share reads one dummy sample and reports ``size=0``.
+an empty share reads one dummy sample and reports ``size=0``. After
+``batch().cache()`` the shares come from this replica's cache of batches
+(``mirrorfit.data.batch_cache``), built the same way on the first pass.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator, Sequence
-from functools import partial
+from collections.abc import Iterator, Sequence
 from typing import Any
 
-import torch
-
+from mirrorfit.data.batch_cache import BatchCache
 from mirrorfit.data.batches import LocalBatch
 from mirrorfit.data.elements import Elements
-from mirrorfit.data.plan import Plan, batch_fetcher, compile_plan, describe, fetch_samples
+from mirrorfit.data.plan import (
+    Plan,
+    batch_fetcher,
+    compile_plan,
+    describe,
+    fetch_samples,
+    share_reader,
+)
 from mirrorfit.data.prefetch import ordered_map, prefetch
-from mirrorfit.data.sequences import Chunk, EpochKey, blocks, items
-from mirrorfit.data.sharding import Replica, take_share
+from mirrorfit.data.sequences import EpochKey, blocks, items
+from mirrorfit.data.sharding import Replica
 from mirrorfit.data.stages import Batch, Stage
 from mirrorfit.data.trees import as_tuple
 
@@ -60,7 +67,7 @@ class DatasetBatches:
     def plan(self) -> Plan:
         with self._lock:
             if self._plan is None or self._plan_seed != self.seed:
-                self._plan = compile_plan(self.elements, self.stages, self.seed)
+                self._plan = compile_plan(self.elements, self.stages, self.seed, self.replica)
                 self._plan_seed = self.seed
             return self._plan
 
@@ -72,7 +79,10 @@ class DatasetBatches:
         plan = self.plan()
         if plan.seq.length < 0 or not plan.indexable:
             return None  # counting would run the generator
-        return sum(len(h) for h in items(plan.seq.chunks(EpochKey(self.seed, 0))))
+        handles = items(plan.seq.chunks(EpochKey(self.seed, 0)))
+        if isinstance(plan.elements, BatchCache):
+            return sum(plan.elements.global_size(h) for h in handles)
+        return sum(len(h) for h in handles)
 
     def iter_epoch(self, epoch: int, start_step: int = 0) -> Iterator[LocalBatch]:
         if start_step < 0:
@@ -96,10 +106,7 @@ def local_batches(plan: Plan, key: EpochKey, start_step: int,
                   replica: Replica) -> Iterator[LocalBatch]:
     """Global batches from ``start_step``, cut to ``replica``'s share, fetched and mapped."""
     global_batches = items(plan.seq.chunks(key, start_step))
-    fetch = batch_fetcher(plan)
-    make = (partial(_whole_batch, fetch) if replica.world == 1
-            else partial(_local_batch, fetch, replica))
-    out = ordered_map(make, global_batches, plan.workers)
+    out = ordered_map(share_reader(plan, replica), global_batches, plan.workers)
     if plan.prefetch is not None and plan.prefetch.size > 0:
         return prefetch(out, plan.prefetch.size, plan.prefetch.device)
     return out
@@ -112,21 +119,6 @@ def iter_batches(plan: Plan, key: EpochKey) -> Iterator[tuple[Any, ...]]:
     if plan.prefetch is not None and plan.prefetch.size > 0:
         return prefetch(out, plan.prefetch.size, plan.prefetch.device)
     return out
-
-
-def _whole_batch(fetch: Callable[[Chunk], Any], handles: Chunk) -> LocalBatch:
-    # one replica: the share is the global batch (the hot path of a 1-process fit)
-    if isinstance(handles, torch.Tensor):
-        n = handles.shape[0]
-        return LocalBatch(as_tuple(fetch(handles)), n, n, handles)
-    return LocalBatch(as_tuple(fetch(handles)), len(handles), len(handles), None)
-
-
-def _local_batch(fetch: Callable[[Chunk], Any], replica: Replica, handles: Chunk) -> LocalBatch:
-    n = handles.shape[0] if isinstance(handles, torch.Tensor) else len(handles)
-    read, local, size = take_share(handles, n, replica)
-    indices = local if isinstance(local, torch.Tensor) else None
-    return LocalBatch(as_tuple(fetch(read)), size, n, indices)
 
 
 def iter_samples(plan: Plan, key: EpochKey) -> Iterator[tuple[Any, ...]]:
