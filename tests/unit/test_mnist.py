@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mirrorfit.datasets import mnist
+from mirrorfit.datasets import _idx, fashion_mnist, mnist
 
 TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
 TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
@@ -141,11 +141,61 @@ def test_download_failure_names_the_url(tmp_path: Path, serve) -> None:
 ])
 def test_bad_idx_files_are_rejected(raw: bytes, message: str) -> None:
     with pytest.raises(ValueError, match=message):
-        mnist._parse_idx(raw, "labels.gz", ndim=1)
+        _idx._parse_idx(raw, "labels.gz", ndim=1)
 
 
 def test_small_idx_file_parses() -> None:
     raw = gzip.compress(b"\x00\x00\x08\x03" + b"".join(n.to_bytes(4, "big") for n in (2, 1, 3))
                         + bytes(range(6)))
-    np.testing.assert_array_equal(mnist._parse_idx(raw, "x.gz", ndim=3),
+    np.testing.assert_array_equal(_idx._parse_idx(raw, "x.gz", ndim=3),
                                   np.arange(6, dtype=np.uint8).reshape(2, 1, 3))
+
+
+# -- Fashion-MNIST, and telling the two sets apart -----------------------------------------
+
+def _copy_set(folder: Path, bundled: str, names: list[str]) -> Path:
+    folder.mkdir()
+    for name in names:
+        source = resources.files("mirrorfit.datasets") / bundled / name
+        (folder / name).write_bytes(source.read_bytes())
+    return folder
+
+
+def test_fashion_mnist_bundled_files_verify_and_parse() -> None:
+    for filename, sha256 in fashion_mnist.FILES.values():
+        data = (resources.files("mirrorfit.datasets") / "_data/fashion_mnist" / filename)
+        assert hashlib.sha256(data.read_bytes()).hexdigest() == sha256
+    (x_train, y_train), (x_test, y_test) = fashion_mnist.load_data()
+    assert x_train.shape == (60000, 28, 28) and x_test.shape == (10000, 28, 28)
+    assert np.bincount(y_train).tolist() == [6000] * 10
+    assert np.bincount(y_test).tolist() == [1000] * 10
+    assert fashion_mnist.CLASS_NAMES[y_test[0]] == "Ankle boot"
+
+
+def test_mnist_on_fashion_files_says_they_are_fashion_mnist(tmp_path: Path) -> None:
+    names = [f for f, _ in fashion_mnist.FILES.values()]
+    folder = _copy_set(tmp_path / "fashion", "_data/fashion_mnist", names)
+    with pytest.raises(mnist.ChecksumError) as info:
+        mnist.load_data(folder)
+    message = str(info.value)
+    assert "is Fashion-MNIST's train-images-idx3-ubyte.gz, not MNIST's" in message
+    assert "mirrorfit.datasets.fashion_mnist.load_data(path)" in message
+    assert "downloaded again" not in message
+    (x_train, _), _ = fashion_mnist.load_data(folder)  # the advice works
+    assert x_train.shape == (60000, 28, 28)
+
+
+def test_fashion_mnist_on_mnist_files_says_they_are_mnist(originals: Path) -> None:
+    with pytest.raises(fashion_mnist.ChecksumError, match=r"is MNIST's .*mnist\.load_data"):
+        fashion_mnist.load_data(originals)
+
+
+def test_another_valid_idx_set_is_not_called_corrupted(originals: Path) -> None:
+    labels = originals / "t10k-labels-idx1-ubyte.gz"
+    three_labels = b"\x00\x00\x08\x01" + (3).to_bytes(4, "big") + b"\x01\x02\x03"
+    labels.write_bytes(gzip.compress(three_labels))
+    with pytest.raises(mnist.ChecksumError) as info:
+        mnist.load_data(originals)
+    message = str(info.value)
+    assert "valid idx file of shape (3,) but not MNIST's original" in message
+    assert "downloaded again" not in message and "path=None" in message
