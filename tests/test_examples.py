@@ -39,3 +39,15 @@ def test_keras_model_example_trains_the_seed_cnn_on_two_workers():
     accuracy = float(re.search(r"test accuracy: ([\d.]+)", out).group(1))
     assert accuracy > 0.6  # 3,000 images, one epoch, dropout active (0.83 when written)
     assert res.stderr.strip() == "", res.stderr
+
+
+def test_fashion_mnist_cnn_trains_the_seed_cnn_on_two_workers():
+    res = run_python(REPO / "examples" / "fashion_mnist_cnn.py", "--epochs", "1",
+                     "--train-samples", "1280", "--test-samples", "500", timeout=240)
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = res.stdout
+    assert out.count("Epoch 1/1") == 1  # the chief alone prints
+    assert re.search(r"40/40 ━+ .* - loss: [\d.]+ - accuracy: [\d.]+ - val_loss", out), out
+    accuracy = float(re.search(r"test accuracy: ([\d.]+)", out).group(1))
+    assert accuracy > 0.3  # 10 classes: chance is 0.1; 40 steps of RMSprop at 1e-4
+    assert res.stderr.strip() == "", res.stderr
