@@ -159,3 +159,22 @@ def test_page_code_runs(page: Path, tmp_path: Path) -> None:
     res = run_python(script, timeout=280, cwd=work, env=clean_env(OMP_NUM_THREADS="1"))
     assert res.returncode == 0, (f"{page.name}'s code failed (script: {script})\n"
                                  f"{res.stdout[-2000:]}\n{res.stderr[-4000:]}")
+
+
+def test_parser_reports_bad_markers(tmp_path: Path) -> None:
+    page = tmp_path / "probe.md"
+    page.write_text(
+        "<!-- doc-test: skip -->\n```python\nx = 1\n```\n"
+        "<!-- doc-test: replace a -> b -->\n```python\na = 1\n```\n"
+        "<!-- doc-test: skip prose follows -->\nSome prose.\n"
+        "<!-- doc-test: replace 2 => 3 -->\n\n```python\ny = 2\n```\n"
+        "<!-- doc-test: skip shell -->\n```sh\nls\n```\n")
+    blocks, problems = parse(page)
+    assert [b.line for b in blocks] == [2, 6, 13, 17]
+    assert blocks[2].replace == [("2", "3")] and blocks[2].skip is None
+    assert problems == [
+        "probe.md:1: 'doc-test: skip' needs a reason",
+        "probe.md:5: write 'doc-test: replace OLD => NEW'",
+        "probe.md:9: a doc-test marker not followed by a code block",
+        "probe.md:16: a doc-test marker before a ```sh block (only python blocks run)",
+    ]
