@@ -94,7 +94,9 @@ class BatchCache:
 
     @staticmethod
     def _index(handles: Chunk) -> int:
-        return int(handles[0] if isinstance(handles, list) else handles)
+        if isinstance(handles, torch.Tensor):
+            return int(handles)
+        return int(handles[0])
 
 
 def replica_path(path: Path, replica: Replica) -> Path:
