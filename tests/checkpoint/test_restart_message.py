@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from mirrorfit.cluster.elastic_agent import restart_message
 from mirrorfit.cluster.errors import WorkerFailure
-from mirrorfit.cluster.launcher import restart_message
 
 
 def test_signal_names_the_rank_and_the_signal():

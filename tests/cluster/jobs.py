@@ -5,6 +5,7 @@ own launcher).
 
 CONFIG keys: devices (replicas), dir (where the job writes files), out (npz of the
 chief's final weights), backup (BackupAndRestore's directory, none: no callback),
+save_freq (the backup's, default 1000: only a preemption saves),
 slow (true: in the first attempt, after global step ``ready`` the chief creates
 ``dir/ready`` and every step sleeps ``pause`` seconds, so a test's signal lands
 mid-training). The first attempt is SLURM_RESTART_COUNT=0 under SLURM, else every
@@ -64,7 +65,8 @@ with strategy.scope():
                   ["accuracy"])
 callbacks = [Pace()]
 if cfg.get("backup"):
-    callbacks.append(BackupAndRestore(cfg["backup"], save_freq=1000))  # only preemption saves
+    # by default only preemption saves; save_freq="epoch" also at each epoch's end
+    callbacks.append(BackupAndRestore(cfg["backup"], save_freq=cfg.get("save_freq", 1000)))
 model.fit(x, y, batch_size=20, epochs=EPOCHS, verbose=0, callbacks=callbacks, seed=3)
 if strategy.is_chief:
     print("FIT DONE", flush=True)

@@ -5,9 +5,11 @@ launcher (``jobs.PREEMPT_JOB``).
   (the next multiple of 10), back up there and exit 0; the parent exits 0; no
   traceback; the code after ``fit`` does not run. Running the command again
   resumes at that step and ends with the weights of an uninterrupted run.
-- SIGTERM to the parent (``kill PID`` of ``python job.py``): torch elastic's agent
-  passes it to the workers, which back up the same way; the parent prints one
-  line and exits 143 (128 + SIGTERM).
+- SIGTERM to the parent (``kill PID`` of ``python job.py``), here with no
+  BackupAndRestore callback: torch elastic's agent passes it to the workers, which
+  stop at the same step; the chief prints one warning that nothing was saved and
+  the next run starts from scratch (and nothing claiming a resume); the parent
+  adds nothing and exits 143 (128 + SIGTERM).
 
 The reference and the parent-signal run start alongside the interrupted run to
 keep the wall time down. (~25 s on 2 cores)
@@ -15,73 +17,24 @@ keep the wall time down. (~25 s on 2 cores)
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tests.cluster.jobs import PREEMPT_JOB
-from tests.procs import clean_env, write_script
+from tests.cluster.runs import Run, stops
 
 pytestmark = [pytest.mark.multiprocess, pytest.mark.timeout(240)]
 
 PREEMPTED = re.compile(r"PREEMPTED rank=(\d) epoch=(\d+) step=(\d+)")
 
 
-class Run:
-    """One ``python job.py CONFIG`` in the background."""
-
-    def __init__(self, tmp: Path, label: str, **cfg: object) -> None:
-        self.dir = tmp / label
-        self.dir.mkdir()
-        self.cfg = {"devices": 2, "dir": str(self.dir), "out": str(self.dir / "w.npz"),
-                    "backup": str(self.dir / "backup"), **cfg}
-        self.script = write_script(tmp, PREEMPT_JOB, "job.py")
-        self.proc: subprocess.Popen[str] | None = None
-
-    def start(self, **overrides: object) -> Run:
-        cfg = json.dumps({**self.cfg, **overrides})
-        self.proc = subprocess.Popen([sys.executable, str(self.script), cfg], text=True,
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     env=clean_env(OMP_NUM_THREADS="1"))
-        return self
-
-    def wait_ready(self, timeout: float = 90) -> None:
-        deadline = time.monotonic() + timeout
-        while not (self.dir / "ready").exists():
-            assert self.proc is not None and self.proc.poll() is None, self.finish()
-            assert time.monotonic() < deadline, "the job never reached its ready step"
-            time.sleep(0.05)
-
-    def pid(self, rank: int) -> int:
-        return int((self.dir / f"pid.{rank}").read_text())
-
-    def finish(self, timeout: float = 120) -> tuple[int, str, str]:
-        assert self.proc is not None
-        out, err = self.proc.communicate(timeout=timeout)
-        return self.proc.returncode, out, err
-
-    def weights(self) -> list[np.ndarray]:
-        with np.load(self.dir / "w.npz") as f:
-            return [f[f"arr_{i}"] for i in range(len(f.files))]
-
-
-def _stops(out: str) -> set[tuple[int, int]]:
-    rows = [m.groups() for m in PREEMPTED.finditer(out)]
-    assert sorted(int(r[0]) for r in rows) == [0, 1], out
-    return {(int(e), int(s)) for _, e, s in rows}
-
-
 def test_sigterm_to_one_worker_backs_up_both_and_resumes_exactly(tmp_path: Path) -> None:
     reference = Run(tmp_path, "reference").start()
-    parent = Run(tmp_path, "parent").start(slow=True)
+    parent = Run(tmp_path, "parent", backup="").start(slow=True)
     run = Run(tmp_path, "worker").start(slow=True)
 
     run.wait_ready()
@@ -92,9 +45,11 @@ def test_sigterm_to_one_worker_backs_up_both_and_resumes_exactly(tmp_path: Path)
 
     code, out, err = run.finish()
     assert code == 0, err[-3000:]
-    ((epoch, step),) = _stops(out)  # the same step on both workers
+    ((epoch, step),) = stops(out)  # the same step on both workers
     assert step % 10 == 0 and epoch * 60 + step >= 15, out
-    assert "mirrorfit: SIGTERM: stopped at" in out and "training state backed up" in out
+    assert out.count("mirrorfit: SIGTERM: stopped at") == 1, out
+    assert f"training state backed up in {run.dir / 'backup'}; run the same command again " \
+           "to resume" in out, out
     assert "FIT DONE" not in out and "Traceback" not in err, err[-3000:]
     assert (run.dir / "backup" / "backup.pt").is_file()
 
@@ -109,7 +64,11 @@ def test_sigterm_to_one_worker_backs_up_both_and_resumes_exactly(tmp_path: Path)
 
     code, out, err = parent.finish()
     assert code == 128 + signal.SIGTERM, (code, err[-3000:])
-    assert len(_stops(out)) == 1 and "FIT DONE" not in out, out
-    assert "mirrorfit: SIGTERM received; the workers were stopped" in err
+    assert len(stops(out)) == 1 and "FIT DONE" not in out, out
+    said = [line for line in (out + err).splitlines() if line.startswith("mirrorfit:")]
+    assert said == [f"mirrorfit: warning: SIGTERM: stopped at epoch {epoch + 1}, step {step} "
+                    "on every worker, but no BackupAndRestore callback saved the training "
+                    "state: the next run starts from scratch (pass callbacks=[BackupAndRestore"
+                    "(dir)] to fit to resume instead)" for (epoch, step) in stops(out)], said
     assert "Traceback" not in err, err[-3000:]
-    assert (parent.dir / "backup" / "backup.pt").is_file()
+    assert not (parent.dir / "backup").exists()

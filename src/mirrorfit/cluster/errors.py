@@ -10,6 +10,7 @@ prints its traceback once, labelled with the rank.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -20,8 +21,12 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
+from mirrorfit.cluster import crash_dump
+
 #: set by mirrorfit's launcher in each worker's environment
 LAUNCHED_BY_MIRRORFIT = "MIRRORFIT_LAUNCHED"
+#: exit status of a worker stopped by Ctrl-C (128 + SIGINT, as a shell reports it)
+INTERRUPTED_EXIT = 130
 
 _SECONDARY = ("Connection closed by peer", "Connection reset by peer", "Broken pipe",
               "DistBackendError", "Socket Timeout", "connectFullMesh")
@@ -52,11 +57,16 @@ def install_worker_excepthook(rank: int, timeout: float | None = None) -> None:
     threads can abort (TORCH-NOTES trap 1) and would turn exit status 1 into -6.
     """
     previous = sys.excepthook
+    crash_dump.enable()  # a native crash (gloo abort, segfault) still says where it was
 
     def hook(exc_type: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
         if issubclass(exc_type, KeyboardInterrupt):
-            previous(exc_type, exc, tb)
-            return
+            if not os.environ.get(LAUNCHED_BY_MIRRORFIT):
+                previous(exc_type, exc, tb)
+                return
+            # Ctrl-C outside fit: the launcher says it once; no traceback per rank
+            sys.stdout.flush()
+            os._exit(INTERRUPTED_EXIT)
         text = "".join(traceback.format_exception(exc_type, exc, tb))
         text += timeout_hint(text, timeout)
         _write_error_file(exc, text, rank)
@@ -77,11 +87,24 @@ def _write_error_file(exc: BaseException, text: str, rank: int) -> None:
     data = {"message": {"message": f"{type(exc).__name__}: {exc}",
                         "extraInfo": {"py_callstack": text, "timestamp": str(int(time.time()))}},
             "mirrorfit": {"time": time.time(), "rank": rank, "type": type(exc).__name__}}
+    write_json_atomically(path, data)
+
+
+def write_json_atomically(path: str, data: Any) -> None:
+    """Write ``data`` to ``path`` so that a reader sees no file or the whole of it: a
+    temporary file, fsync, rename. The launcher kills the other workers the moment one
+    fails; a worker killed half-way through its own error file used to leave a partial
+    ``error.json`` that crashed torch elastic's agent with a JSONDecodeError."""
+    tmp = f"{path}.tmp-{os.getpid()}"
     try:
-        with open(path, "w") as fp:
+        with open(tmp, "w") as fp:
             json.dump(data, fp)
+            fp.flush()
+            os.fsync(fp.fileno())
+        os.replace(tmp, path)
     except OSError:
-        pass
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
 
 
 @dataclass
@@ -93,6 +116,8 @@ class WorkerFailure:
     traceback: str | None = None
     message: str | None = None
     time: float = float("inf")
+    #: for a worker killed by a signal: where it was (see ``cluster.crash_dump``)
+    note: str | None = None
 
     @property
     def secondary(self) -> bool:
@@ -113,15 +138,23 @@ class WorkerFailure:
                 name = signal.Signals(-self.exitcode).name
             except ValueError:
                 name = f"signal {-self.exitcode}"
-            return f"worker rank {self.rank} was killed by {name} (exit code {self.exitcode})."
+            text = f"worker rank {self.rank} was killed by {name} (exit code {self.exitcode})."
+            return f"{text[:-1]}: {self.note}" if self.note else text
         return (f"worker rank {self.rank} exited with code {self.exitcode} without raising a "
                 "Python exception (os._exit, sys.exit from native code, or a crash).")
 
 
-def failure_from_elastic(rank: int, failure: Any) -> WorkerFailure:
-    """Build a WorkerFailure from torch elastic's ProcessFailure."""
+def failure_from_elastic(rank: int, failure: Any, error_file: str | None = None) -> WorkerFailure:
+    """Build a WorkerFailure from torch elastic's ProcessFailure.
+
+    Args:
+        error_file: the worker's error file path as the agent gave it (torch's
+            ProcessFailure names none when the worker wrote none, as after a signal).
+    """
     out = WorkerFailure(rank=rank, exitcode=int(failure.exitcode))
     path = getattr(failure, "error_file", None)
+    if out.exitcode < 0:
+        out.note = crash_dump.describe(out.exitcode, error_file or path)
     if path and os.path.exists(path):
         try:
             with open(path) as fp:

@@ -17,15 +17,13 @@ uses), on this host, and waits for them.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import logging
 import os
-import signal
 import socket
 import sys
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -34,18 +32,17 @@ import torch
 import torch.distributed as dist
 
 from mirrorfit.advice import warn
+from mirrorfit.cluster import elastic_agent
 from mirrorfit.cluster.errors import (
+    INTERRUPTED_EXIT,
     LAUNCHED_BY_MIRRORFIT,
-    WorkerFailure,
     failure_from_elastic,
     format_failures,
-    root_cause,
 )
 from mirrorfit.cluster.interfaces import interface_towards
+from mirrorfit.cluster.parent_watch import LAUNCHER_PID_ENV
 
 STORE_ENV = "MIRRORFIT_STORE"
-#: workers ended by kill_survivors_of_a_failure (their exit is not a cause)
-_killed_pids: set[int] = set()
 _LOG = logging.getLogger("mirrorfit")
 
 
@@ -159,6 +156,21 @@ def warn_if_oversubscribed(nprocs: int, cores: int | None = None) -> None:
              "are the most that run in parallel here.")
 
 
+def note_ignored_master_env(environ: dict[str, str] | None = None) -> str | None:
+    """Say once (and return) that MASTER_ADDR/MASTER_PORT do not steer a job that
+    mirrorfit starts on one host; None when neither is set."""
+    env = os.environ if environ is None else environ
+    named = [f"{k}={env[k]}" for k in ("MASTER_ADDR", "MASTER_PORT") if env.get(k)]
+    if not named:
+        return None
+    text = (f"{' and '.join(named)} ignored: the workers mirrorfit starts on this host "
+            "meet on a free port of 127.0.0.1, so no port needs choosing (pass "
+            "MirroredStrategy(port=...) to pick one; for several hosts use `mirrorfit run "
+            "--nnodes N --node-rank R --master HOST:PORT` or torchrun).")
+    warn(text)
+    return text
+
+
 def launch_local(nprocs: int, *, port: int | None = None, max_restarts: int = 0,
                  num_threads: int = 1, command: Sequence[str] | None = None) -> int:
     """Run ``command`` (default: this program) in ``nprocs`` workers on this host."""
@@ -174,11 +186,14 @@ def launch(spec: LaunchSpec, command: Sequence[str] | None = None) -> int:
 
     spec.validate()
     warn_if_oversubscribed(spec.nprocs)
+    if spec.master is None:
+        note_ignored_master_env()
     args = list(command) if command is not None else worker_command()
     store, host, port = _store_for(spec)
     loopback = host.startswith("127.") or host == "localhost"
     os.environ.update({
         LAUNCHED_BY_MIRRORFIT: "1",
+        LAUNCHER_PID_ENV: str(os.getpid()),  # workers die with this process (parent_watch)
         STORE_ENV: f"{host}:{port}",
         "OMP_NUM_THREADS": str(spec.num_threads),
         "MIRRORFIT_NUM_THREADS": str(spec.num_threads),
@@ -190,11 +205,13 @@ def launch(spec: LaunchSpec, command: Sequence[str] | None = None) -> int:
     _choose_gloo_interface(host, loopback)
     _quiet_elastic_logs()
     try:
-        with _reporting_restarts():
+        with elastic_agent.mirrorfit_agent():
             elastic_launch(_config(spec, host, port, loopback), sys.executable)(*args)
     except ChildFailedError as exc:
-        failures = [failure_from_elastic(r, f) for r, f in exc.failures.items()
-                    if f.pid not in _killed_pids]
+        failures = [failure_from_elastic(r, f, elastic_agent.error_files.get(r))
+                    for r, f in exc.failures.items() if f.pid not in elastic_agent.killed_pids]
+        if failures and all(f.exitcode == INTERRUPTED_EXIT for f in failures):
+            return INTERRUPTED_EXIT  # Ctrl-C sent to the workers: the chief said where
         sys.stderr.write(format_failures(failures, spec.nprocs * spec.nnodes))
         return 1
     except RendezvousError as exc:  # a node that cannot reach the master, or never joined
@@ -252,73 +269,5 @@ def _quiet_elastic_logs() -> None:
     """The agent's own log lines duplicate what mirrorfit prints; keep errors only."""
     logging.getLogger("torch.distributed.elastic").setLevel(logging.ERROR)
     logging.getLogger("torch.distributed.elastic.multiprocessing.api").setLevel(logging.CRITICAL)
-
-
-def restart_message(attempt: int, max_restarts: int, failures: list[WorkerFailure]) -> str:
-    """What the parent prints before restarting the group (the traceback first, if any)."""
-    if not failures:
-        return "mirrorfit: restarting the workers (the group's membership changed)\n"
-    cause = root_cause(failures)
-    text = cause.describe().rstrip()
-    head, _, body = text.partition("\n")
-    reason = head.rstrip(".:") + (f": {cause.message}" if cause.message else "")
-    return ((f"mirrorfit: {text}\n" if body else "") +
-            f"mirrorfit: restart {attempt}/{max_restarts} (previous attempt: {reason})\n")
-
-
-def kill_survivors_of_a_failure(pcontext: Any) -> None:
-    """Once a worker has failed, SIGKILL the others before the agent stops them.
-
-    The agent would send SIGTERM and wait 30 s: a worker in ``fit`` only records
-    SIGTERM (``cluster.preemption``), so one stuck outside a collective would hold
-    the failed job that long. A failed group has nothing left to save.
-    """
-    handlers = getattr(pcontext, "subprocess_handlers", None) or {}
-    procs = [h.proc for h in handlers.values()]
-    if not any(p.poll() not in (None, 0) for p in procs):
-        return
-    for proc in procs:
-        if proc.poll() is None:
-            _killed_pids.add(proc.pid)  # their -9 is a consequence: not reported
-            proc.send_signal(signal.SIGKILL)
-
-
-@contextlib.contextmanager
-def _reporting_restarts() -> Iterator[None]:
-    """Have elastic's agent say why it restarts the group (it restarts silently).
-
-    ``elastic_launch`` builds its ``LocalElasticAgent`` itself, so for the call a
-    subclass stands in that keeps the failures its monitor saw and prints them
-    with the attempt number before each restart.
-    """
-    import torch.distributed.launcher.api as api
-
-    base = getattr(api, "LocalElasticAgent", None)
-    if base is None or not hasattr(base, "_restart_workers"):  # another torch layout
-        yield
-        return
-
-    class _Agent(base):  # type: ignore[misc, valid-type]
-        def _monitor_workers(self, worker_group: Any) -> Any:
-            kill_survivors_of_a_failure(getattr(self, "_pcontext", None))
-            result = super()._monitor_workers(worker_group)
-            if result.is_failed():
-                self._mirrorfit_failures: dict[int, Any] = dict(result.failures)
-            return result
-
-        def _restart_workers(self, worker_group: Any) -> None:
-            total = worker_group.spec.max_restarts
-            attempt = total - getattr(self, "_remaining_restarts", 0)
-            seen = getattr(self, "_mirrorfit_failures", {})
-            failures = [failure_from_elastic(r, f) for r, f in seen.items()
-                        if f.pid not in _killed_pids]
-            sys.stderr.write(restart_message(attempt, total, failures))
-            sys.stderr.flush()
-            self._mirrorfit_failures = {}
-            super()._restart_workers(worker_group)
-
-    setattr(api, "LocalElasticAgent", _Agent)  # noqa: B010 - mypy forbids assigning a class
-    try:
-        yield
-    finally:
-        setattr(api, "LocalElasticAgent", base)  # noqa: B010
+    # "Received 2 death signal, shutting down workers": the workers say where they stopped
+    logging.getLogger("torch.distributed.elastic.agent.server.api").setLevel(logging.ERROR)

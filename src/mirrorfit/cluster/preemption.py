@@ -25,9 +25,16 @@ does with them during ``fit``:
    requeue, are ignored from step 3 on), and SLURM / torch elastic see a clean
    end. When the job runs again, BackupAndRestore resumes at the saved step.
 
+Ctrl-C (SIGINT) during ``fit`` takes the same path (every worker stops after the
+same step, BackupAndRestore saves, the chief prints one line saying where and how
+to resume; never requeued) and the workers exit 130, as a shell reports Ctrl-C. A
+second Ctrl-C ends the process at once, inside a collective or a write too (the
+previous backup stays intact: writes are atomic).
+
 Outside ``fit`` the handlers keep USR1 for the next ``fit`` (a warning during
-set-up is acted on at its first check) and give SIGTERM its previous meaning
-(by default: end the process), so a job cancelled after training still ends.
+set-up is acted on at its first check) and give SIGTERM and SIGINT their previous
+meaning (by default: end the process; KeyboardInterrupt), so a job cancelled after
+training still ends.
 """
 
 from __future__ import annotations
@@ -80,7 +87,12 @@ DEFAULT_CHECK_STEPS = 10
 CHECK_ENV = "MIRRORFIT_PREEMPTION_CHECK_STEPS"
 #: set to 0 to save and exit without requeueing under SLURM
 REQUEUE_ENV = "MIRRORFIT_REQUEUE"
-SIGNALS = (signal.SIGUSR1, signal.SIGTERM)
+SIGNALS = (signal.SIGUSR1, signal.SIGTERM, signal.SIGINT)
+#: which signal wins when workers received different ones: the user's Ctrl-C, then
+#: SIGTERM (a preemption or a cancel), then SLURM's time-limit warning
+_PRIORITY = {signal.SIGUSR1: 1, signal.SIGTERM: 2, signal.SIGINT: 3}
+#: exit status after Ctrl-C, 128 + SIGINT as a shell reports it
+INTERRUPTED_EXIT = 130
 #: job states of a job SLURM requeues itself, and of one it is ending (scancel shows
 #: COMPLETING with Reason=None, a time limit COMPLETING with Reason=TimeLimit)
 _REQUEUED = frozenset({"PENDING", "REQUEUED", "REQUEUE_FED", "REQUEUE_HOLD"})
@@ -104,7 +116,7 @@ class Preempted(SystemExit):
     """
 
     def __init__(self, signal_name: str, epoch: int, step: int, requeued: bool) -> None:
-        super().__init__(0)
+        super().__init__(INTERRUPTED_EXIT if signal_name == "SIGINT" else 0)
         self.signal_name, self.epoch, self.step, self.requeued = signal_name, epoch, step, requeued
 
 
@@ -132,9 +144,11 @@ def uninstall() -> None:
 
 def _handler(signum: int, frame: FrameType | None) -> None:
     global _requested
+    if signum == signal.SIGINT and _watching and (_stopping or _requested == signal.SIGINT):
+        _stop_now()  # a second Ctrl-C: no waiting for the agreed step or the backup
     if _stopping:  # e.g. the SIGTERM SLURM sends on requeue: let the clean exit finish
         return
-    if signum == signal.SIGTERM and not _watching:  # outside fit: SIGTERM's earlier meaning
+    if signum in (signal.SIGTERM, signal.SIGINT) and not _watching:  # outside fit: as before
         previous = _previous.get(signum, signal.SIG_DFL)
         if callable(previous):
             previous(signum, frame)
@@ -144,6 +158,14 @@ def _handler(signum: int, frame: FrameType | None) -> None:
         return
     if _requested is None:
         _requested = signum
+
+
+def _stop_now() -> None:
+    """End this process at once, as an unhandled SIGINT would (even inside a collective
+    or a write, where a Python exception would wait for the native call to return)."""
+    sys.stdout.flush()
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGINT)
 
 
 def requested() -> str | None:
@@ -193,7 +215,9 @@ def agreed(strategy: Collectives) -> bool:
     """Collective: True on every worker when any worker received a signal (which one
     is then known everywhere: the highest number, SIGTERM over SIGUSR1)."""
     global _agreed
-    _agreed = int(strategy.reduce(float(_requested or 0), "max"))
+    mine = _PRIORITY.get(signal.Signals(_requested), 0) if _requested else 0
+    best = int(strategy.reduce(float(mine), "max"))
+    _agreed = next((int(sig) for sig, p in _PRIORITY.items() if p == best), 0)
     return _agreed != 0
 
 
@@ -202,8 +226,9 @@ def preempt(position: Position, callbacks: Any) -> NoReturn:
     the requeue, then :class:`Preempted` on every worker.
 
     From here on this process ignores USR1 and SIGTERM (a requeue makes SLURM send
-    SIGTERM at once), so the backup and the group's teardown at exit complete; a
-    process that hangs still gets SLURM's SIGKILL after KillWait.
+    SIGTERM at once; a second SIGINT still ends it at once), so the backup and the
+    group's teardown at exit complete; a process that hangs still gets SLURM's
+    SIGKILL after KillWait.
     """
     global _stopping
     _stopping = True
@@ -215,17 +240,34 @@ def preempt(position: Position, callbacks: Any) -> NoReturn:
     name = signal.Signals(_agreed).name if _agreed else (requested() or "a signal")
     requeued = False
     if strategy.is_chief:
-        where = f"epoch {epoch + 1}, step {step}"
-        if not saved:
-            print(f"mirrorfit: warning: {name} received and fit stopped at {where}, but no "
-                  "BackupAndRestore callback saved the training state: the next run starts "
-                  "from scratch. Pass callbacks=[BackupAndRestore(dir)] to fit.",
-                  file=sys.stderr, flush=True)
-        requeued, note = requeue_job()
-        print(f"mirrorfit: {name}: stopped at {where} on every worker"
-              + ("; training state backed up" if saved else "") + f"; {note}", flush=True)
+        requeued, note = (False, "") if name == "SIGINT" else requeue_job()
+        stream, line = stop_line(name, f"epoch {epoch + 1}, step {step}", saved, note,
+                                 _backup_dirs(callbacks))
+        print(line, file=stream, flush=True)
     sys.stdout.flush()
     raise Preempted(name, epoch, step, requeued)
+
+
+def stop_line(name: str, where: str, saved: bool, note: str,
+              backups: list[str]) -> tuple[Any, str]:
+    """The one line (and its stream) the chief prints where ``fit`` stopped for signal
+    ``name``: stdout when the state was saved, stderr (a warning) when it was not."""
+    what = (f"interrupted ({name}, Ctrl-C) at {where} on every worker" if name == "SIGINT"
+            else f"{name}: stopped at {where} on every worker")
+    if note.startswith("not a SLURM job"):
+        note = ""  # nothing was requeued: said below
+    if not saved:
+        return sys.stderr, (
+            f"mirrorfit: warning: {what}, but no BackupAndRestore callback saved the training "
+            "state: the next run starts from scratch (pass callbacks=[BackupAndRestore(dir)] "
+            "to fit to resume instead)" + (f"; {note}" if note else ""))
+    place = f" in {', '.join(backups)}" if backups else ""
+    note = note or "run the same command again to resume"
+    return sys.stdout, f"mirrorfit: {what}; training state backed up{place}; {note}"
+
+
+def _backup_dirs(callbacks: Any) -> list[str]:
+    return [str(d) for cb in callbacks if (d := getattr(cb, "backup_dir", None))]
 
 
 def requeue_job(environ: Mapping[str, str] | None = None,

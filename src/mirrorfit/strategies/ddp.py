@@ -27,6 +27,8 @@ from torch import nn
 from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 from torch.nn.parallel import DistributedDataParallel
 
+from mirrorfit.strategies import process_group
+
 _RIDDLE = "Expected to have finished reduction"
 _INDICES = re.compile(r"did not receive grad for rank (\d+): ([\d ]+)")
 _FIX = ("Pass MirroredStrategy(find_unused_parameters=True) (DDP then walks the autograd "
@@ -68,7 +70,8 @@ class MirroredDDP(DistributedDataParallel):
 def wrap(module: nn.Module, device: torch.device, unused_mode: bool | None) -> MirroredDDP:
     """``module`` (on ``device``) in a :class:`MirroredDDP`."""
     ids = [device.index] if device.type == "cuda" else None
-    return MirroredDDP(module, unused_mode=unused_mode, device_ids=ids)
+    return MirroredDDP(module, unused_mode=unused_mode, device_ids=ids,
+                       process_group=process_group.ddp_group())
 
 
 def needs_first_update_check(wrapped: nn.Module) -> bool:

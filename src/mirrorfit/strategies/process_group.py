@@ -9,23 +9,66 @@ import contextlib
 import gc
 import os
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import timedelta
+from typing import Any
 
 import torch.distributed as dist
 
+from mirrorfit.cluster.crash_dump import DEBUG_ENV
 from mirrorfit.cluster.environment import ClusterEnvironment
 from mirrorfit.cluster.launcher import STORE_ENV
 
 #: callables that drop a strategy's references to DDP wrappers before teardown
 _releasers: list[weakref.WeakMethod[Callable[[], None]] | Callable[[], None]] = []
 _registered = False
+_unchecked_group: Any = None  # see ddp_group()
 
 
 def init_process_group(env: ClusterEnvironment, backend: str, timeout: timedelta) -> None:
     """Join the group described by ``env`` (no-op if already joined)."""
     if dist.is_initialized():
         return
+    with _collective_checks(bool(os.environ.get(DEBUG_ENV, "").strip() not in ("", "0"))):
+        _init(env, backend, timeout)
+    _register_teardown()
+
+
+@contextlib.contextmanager
+def _collective_checks(enabled: bool) -> Iterator[None]:
+    """With ``MIRRORFIT_DEBUG=1``: torch's ``TORCH_DISTRIBUTED_DEBUG=DETAIL`` for the
+    group being formed, which wraps it in a checker that compares every collective's
+    kind and shapes across ranks first and raises "Detected mismatch between
+    collectives on ranks. Rank 0 is running collective: …" where one would hang or
+    abort. The level drops to INFO once the group exists: in torch 2.13 (CPU) DDP's
+    constructor segfaults under DETAIL (measured here); the checker stays on the group.
+    DDP all-reduces over an unchecked twin of the group (:func:`ddp_group`)."""
+    if not enabled:
+        yield
+        return
+    # through the environment: set_debug_level(DETAIL) alone leaves the group in a state
+    # where DDP's constructor segfaults even at INFO (measured with torch 2.13, CPU)
+    os.environ["TORCH_DISTRIBUTED_DEBUG"] = "DETAIL"
+    dist.set_debug_level_from_env()
+    try:
+        yield
+    finally:
+        dist.set_debug_level(dist.DebugLevel.INFO)
+    global _unchecked_group
+    _unchecked_group = dist.new_group(backend=dist.get_backend())
+
+
+def ddp_group() -> Any:
+    """The group DDP should all-reduce over: None (the default group), or under
+    ``MIRRORFIT_DEBUG`` a twin created without torch's collective checker, because
+    in torch 2.13 DDP's constructor segfaults on a checked group (measured on CPU).
+    A strategy collective that meets DDP's all-reduce on another rank then fails in
+    the checker's barrier, naming the rank that never came ("Ranks 1 failed to pass
+    monitoredBarrier"), with the traceback of the extra call."""
+    return _unchecked_group
+
+
+def _init(env: ClusterEnvironment, backend: str, timeout: timedelta) -> None:
     store_addr = os.environ.get(STORE_ENV)
     if store_addr:  # started by mirrorfit's launcher: the parent's loopback store
         host, port = store_addr.rsplit(":", 1)
@@ -40,7 +83,6 @@ def init_process_group(env: ClusterEnvironment, backend: str, timeout: timedelta
     else:
         dist.init_process_group(backend, init_method=f"tcp://{env.main_address}:{env.main_port}",
                                 rank=env.rank, world_size=env.world_size, timeout=timeout)
-    _register_teardown()
 
 
 def _join_prefixed(host: str, port: int, env: ClusterEnvironment, backend: str,

@@ -11,15 +11,21 @@ process group, gloo on CPU, NCCL on CUDA). Subclasses add what they do to module
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from datetime import timedelta
 from typing import Any
 
 import torch
 
-from mirrorfit.cluster import ClusterEnvironment, detect_environment, preemption
-from mirrorfit.cluster.errors import LAUNCHED_BY_MIRRORFIT, install_worker_excepthook
+from mirrorfit.cluster import ClusterEnvironment, detect_environment, elastic_agent, preemption
+from mirrorfit.cluster.errors import (
+    INTERRUPTED_EXIT,
+    LAUNCHED_BY_MIRRORFIT,
+    install_worker_excepthook,
+)
 from mirrorfit.cluster.launcher import launch_local
+from mirrorfit.cluster.parent_watch import die_with_parent
 from mirrorfit.cluster.threads import bind_worker, configure_cpu, threads_per_worker
 from mirrorfit.devices import DeviceSpec, resolve_devices
 from mirrorfit.strategies import process_group
@@ -84,11 +90,8 @@ class WorkerStrategy(Strategy):
 
         try:
             code = launch_local(n, port=port, max_restarts=max_restarts, num_threads=threads)
-        except SignalException as exc:  # e.g. SIGTERM to this parent: the agent passed it
-            # on to the workers (they back up and exit, see cluster.preemption); no traceback
-            print(f"mirrorfit: {exc.sigval.name} received; the workers were stopped",
-                  file=sys.stderr)
-            code = 128 + int(exc.sigval)
+        except (SignalException, KeyboardInterrupt) as exc:  # SIGTERM, Ctrl-C, SIGHUP
+            code = _stopped_by_signal(exc)
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)  # the workers did the work; do not run the rest of the script here
@@ -120,6 +123,8 @@ class WorkerStrategy(Strategy):
             if os.environ.get(LAUNCHED_BY_MIRRORFIT):  # torchrun and srun place their own
                 bind_worker(env.local_rank, env.local_world_size, threads)
             backend = "gloo"
+        if env.name == "torchelastic":  # mirrorfit's launcher or torchrun: die with it
+            die_with_parent()
         install_worker_excepthook(self._rank, timeout=self._timeout.total_seconds())
         preemption.install()  # before the group forms: a USR1 during set-up is kept for fit
         if self._world > 1:
@@ -140,6 +145,19 @@ class WorkerStrategy(Strategy):
     @property
     def devices(self) -> list[str]:
         return list(self._devices)
+
+
+def _stopped_by_signal(exc: BaseException) -> int:
+    """The launcher was signalled (Ctrl-C, SIGTERM, SIGHUP): its agent passed the
+    signal on; workers in ``fit`` backed up and the chief printed where they stopped
+    (``cluster.preemption``). Say something only when no worker could. Returns the
+    exit status, 128 + the signal as a shell reports it."""
+    sig = getattr(exc, "sigval", signal.SIGINT)
+    codes = list(elastic_agent.stopped_exit_codes.values())
+    clean = bool(codes) and all(c in (0, INTERRUPTED_EXIT) for c in codes)
+    if not clean:
+        print(f"mirrorfit: {sig.name} received; the workers were stopped", file=sys.stderr)
+    return 128 + int(sig)
 
 
 def collective_timeout(timeout: float | None) -> float:
