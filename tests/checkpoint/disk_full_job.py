@@ -11,7 +11,7 @@ import hashlib, json, os, shutil, sys
 import numpy as np, torch
 import mirrorfit
 from mirrorfit.callbacks import BackupAndRestore, Callback, ModelCheckpoint
-from mirrorfit.checkpoint import CheckpointWriter, load_checkpoint
+from mirrorfit.checkpoint import CheckpointWriter, atomic_write, load_checkpoint
 
 DISK = sys.argv[1]
 FILLER = os.path.join(DISK, "filler")
@@ -135,5 +135,26 @@ writer.wait()
 before = fill(path)
 writer.save(content, path, "weights")
 report("async", folder, path, before, writer.wait, lambda p: load_checkpoint(p, ["weights"]))
+
+# 5. a writer whose error keeps no OSError: torch's "unexpected pos" and too little space
+folder = os.path.join(DISK, "bare"); os.makedirs(folder)
+path = os.path.join(folder, "blob.pt")
+atomic_write(path, lambda fp: fp.write(b"\1" * 100_000))
+before = fill(path)
+
+
+def bare_write(fp):
+    failed = False
+    try:
+        fp.write(b"\2" * 100_000)
+        fp.flush()
+    except OSError:
+        failed = True
+    if failed:  # outside the except block: no __context__
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 1 vs 2")
+
+
+report("bare", folder, path, before, lambda: atomic_write(path, bare_write),
+       lambda p: None)
 emit({"finished": True})
 '''
