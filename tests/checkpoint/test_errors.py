@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import io as bytes_io
+import os
+import pickle
+import re
+import zipfile
+
 import pytest
 import torch
 
@@ -62,6 +68,48 @@ def test_pickled_objects_are_refused_and_never_run(tmp_path, capsys):
     _unchanged_after(path, UnsafeCheckpointError, lambda: load_checkpoint(path, ["model"]),
                      r"pickled Python object \(print\).*weights_only=True")
     assert "this must never run" not in capsys.readouterr().out
+
+
+def _with_pickle(data: bytes) -> bytes:
+    """A torch zip file whose ``data.pkl`` is ``data``."""
+    buf = bytes_io.BytesIO()
+    torch.save({"a": 1}, buf)
+    buf.seek(0)
+    out = bytes_io.BytesIO()
+    with zipfile.ZipFile(buf) as src, zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as dst:
+        for info in src.infolist():
+            dst.writestr(info, data if info.filename.endswith("data.pkl") else src.read(info))
+    return out.getvalue()
+
+
+def test_os_system_is_unsafe_not_corrupt(tmp_path):
+    # torch 2.13 blocks the posix module: "unsupported GLOBAL posix.system whose module
+    # posix is blocked", not the usual "Unsupported global: GLOBAL ..."
+    path = tmp_path / "system.pt"
+    path.write_bytes(_with_pickle(pickle.dumps({"run": os.system}, protocol=2)))
+    _unchanged_after(path, UnsafeCheckpointError, lambda: load_checkpoint(path, ["model"]),
+                     r"pickled Python object \(posix\.system\)")
+
+
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol 4")
+@pytest.mark.parametrize("content", ["os.system", "print", "protocol 4", "garbage", "half"])
+def test_no_message_advises_turning_weights_only_off(tmp_path, content):
+    # torch's own message says "Re-running torch.load with weights_only set to False will
+    # likely succeed"; mirrorfit's never does
+    buf = bytes_io.BytesIO()
+    torch.save({"mirrorfit": io.header("model"), "module": {"w": torch.zeros(50)}}, buf)
+    files = {"os.system": _with_pickle(pickle.dumps({"run": os.system}, protocol=2)),
+             "print": _with_pickle(pickle.dumps({"run": print}, protocol=2)),
+             "protocol 4": _with_pickle(pickle.dumps({"a": 1}, protocol=4)),
+             "garbage": b"hello world" * 20, "half": buf.getvalue()[: len(buf.getvalue()) // 2]}
+    path = tmp_path / "bad.pt"
+    path.write_bytes(files[content])
+    with pytest.raises(CheckpointError) as exc:
+        load_checkpoint(path, ["model"])
+    text = str(exc.value)
+    assert "bad.pt" in text
+    assert not re.search(r"weights_only\W+(?:set to\W+|=\W*)?False", text, re.I), text
+    assert exc.value.__suppress_context__  # torch's text is not chained under it either
 
 
 def test_numpy_arrays_are_refused_as_pickles(tmp_path):

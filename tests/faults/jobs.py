@@ -224,6 +224,45 @@ emit({"rank": rank, "stopped_at": nan_cb.stopped_at, "epochs_run": len(hist.hist
       "has_checkpoint_callback": has_ckpt})
 '''
 
+# No TerminateOnNaN: rank 1's inputs turn NaN at its training call NAN_STEP (1-based),
+# so only one rank's data is bad; mirrorfit warns once, on the chief, and training goes on.
+NAN_WARN = _PRELUDE + r'''
+import math, os, sys, time
+import numpy as np, torch
+import mirrorfit
+
+nan_step = int(sys.argv[1])
+strategy = mirrorfit.MirroredStrategy(devices=2)
+rank = strategy.rank
+emit({"rank": rank, "pid": os.getpid()})
+
+
+class Net(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(4, 2)
+        self.calls = 0
+
+    def forward(self, x):
+        if self.training:
+            self.calls += 1
+            if rank == 1 and self.calls == nan_step:
+                emit({"fault_at": time.time(), "rank": rank, "point": "nan_input"})
+                x = x.clone()
+                x[0, 0] = float("nan")
+        return self.lin(x)
+
+
+x = np.random.default_rng(0).normal(size=(256, 4)).astype("float32")
+y = (x[:, 0] > 0).astype("int64")
+with strategy.scope():
+    model = mirrorfit.Model(Net())
+    model.compile("sgd", mirrorfit.losses.SparseCategoricalCrossentropy(from_logits=True))
+hist = model.fit(x, y, batch_size=16, epochs=3, verbose=0)
+finite = all(math.isfinite(v) for p in model.module.parameters() for v in p.flatten().tolist())
+emit({"rank": rank, "losses": hist.history["loss"], "finite_weights": finite})
+'''
+
 # A trivial 2-worker job; reports the store address and the listening sockets of
 # the parent and of this worker (from /proc/net/tcp{,6}).
 SMALL = _PRELUDE + r'''

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from mirrorfit.checkpoint.atomic import atomic_save, atomic_write
 from mirrorfit.checkpoint.errors import (
+    CheckpointDiskFullError,
     CheckpointError,
     CorruptCheckpointError,
     IncompatibleCheckpointError,
@@ -26,6 +27,7 @@ from mirrorfit.checkpoint.writer import CheckpointWriter
 
 __all__ = [
     "FORMAT_VERSION",
+    "CheckpointDiskFullError",
     "CheckpointError",
     "CheckpointWriter",
     "CorruptCheckpointError",

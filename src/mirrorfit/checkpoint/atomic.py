@@ -14,6 +14,7 @@ same way; :func:`remove` and :func:`remove_stale_temps` handle those too.
 from __future__ import annotations
 
 import contextlib
+import errno
 import glob
 import os
 import shutil
@@ -23,6 +24,8 @@ from pathlib import Path
 from typing import IO, Any
 
 import torch
+
+from mirrorfit.checkpoint.errors import CheckpointDiskFullError
 
 _TMP_MARK = ".tmp-"
 #: the data folders of sharded checkpoints, next to the link that names the live one
@@ -76,8 +79,10 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], Any]
         The target path.
 
     Raises:
-        Whatever ``write`` or the filesystem raises; the temporary file is then
-        removed and the previous ``path`` (if any) is left untouched.
+        CheckpointDiskFullError: the device or quota ran out of space (an ``OSError``
+            with ``errno.ENOSPC`` or ``EDQUOT``, however ``write`` reported it).
+        Whatever else ``write`` or the filesystem raises. Either way the temporary
+        file is removed and the previous ``path`` (if any) is left untouched.
     """
     target = Path(path)
     make_parent(target)
@@ -88,12 +93,80 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], Any]
             fp.flush()
             os.fsync(fp.fileno())
         os.replace(tmp, target)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             tmp.unlink()
+        full = _disk_full_error(exc, target, write)
+        if full is not None:
+            raise full from _root_os_error(exc)
         raise
     fsync_dir(target.parent)
     return target
+
+
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+def _disk_full_error(exc: BaseException, target: Path,
+                    write: Callable[[IO[bytes]], Any]) -> CheckpointDiskFullError | None:
+    """The clear error for a write to ``target`` that failed for lack of space, else None.
+
+    torch reports a full disk as ``RuntimeError: [enforce fail at inline_container.cc:...]
+    . unexpected pos A vs B``, with the ``OSError(ENOSPC)`` of our file object as its
+    context; a bare "unexpected pos" with less space free than the file needs counts
+    too. Runs only after a failure: it measures the file by writing it again into a
+    byte counter (the cost of one more serialization, nothing on disk).
+    """
+    root = _root_os_error(exc)
+    if root is None and "unexpected pos" not in str(exc):
+        return None
+    needed, free = _measure(write), _free_bytes(target.parent)
+    if root is None and (free is None or needed is None or needed <= free):
+        return None  # torch's message, but not for lack of space
+    code = root.errno if root is not None and root.errno else errno.ENOSPC
+    return CheckpointDiskFullError(target, needed, free, target.exists(), code)
+
+
+def _root_os_error(exc: BaseException) -> OSError | None:
+    """The first OSError reporting a lack of space in ``exc``'s cause/context chain."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, OSError) and current.errno in _NO_SPACE:
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
+class _ByteCounter:
+    """A write-only file object that keeps only the number of bytes written."""
+
+    def __init__(self) -> None:
+        self.written = 0
+
+    def write(self, data: bytes) -> int:
+        self.written += len(data)
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+
+def _measure(write: Callable[[IO[bytes]], Any]) -> int | None:
+    counter = _ByteCounter()
+    try:
+        write(counter)  # type: ignore[arg-type]  # torch.save needs only write()
+    except Exception:  # a writer that needs seek() or tell(): size unknown
+        return None
+    return counter.written
+
+
+def _free_bytes(directory: Path) -> int | None:
+    try:
+        return shutil.disk_usage(directory).free
+    except OSError:
+        return None
 
 
 def atomic_save(obj: Any, path: str | os.PathLike[str]) -> Path:

@@ -38,7 +38,15 @@ FORMAT_VERSION = 1
 HEADER = "mirrorfit"
 KINDS = ("model", "weights", "backup")
 
-_UNSAFE_GLOBAL = re.compile(r"Unsupported global: GLOBAL (\S+)")
+#: what torch's weights-only unpickler says when it refuses to build or call something
+#: (torch 2.13: "Unsupported global: GLOBAL x was not an allowed global by default",
+#: "Trying to load unsupported GLOBAL posix.system whose module posix is blocked",
+#: "Trying to call reduce for unrecognized function f", "Can only build ... but got T")
+_REFUSED = (re.compile(r"GLOBAL (\S+)"),
+            re.compile(r"unrecognized function (.+?)(?: which belongs to .*)?$"),
+            re.compile(r"Can only (?:create new object|build) .* but got (.+)$"))
+#: torch's advice to load without the safety net; mirrorfit never repeats it
+_ADVICE = re.compile(r"weights_only\W+(?:set to\W+|=\W*)?False", re.IGNORECASE)
 
 
 def header(kind: str) -> dict[str, Any]:
@@ -89,25 +97,48 @@ def _torch_load(target: Path, map_location: str | torch.device | None) -> Any:
     try:
         return torch.load(target, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
-        found = _UNSAFE_GLOBAL.search(str(exc))
-        if found:
+        detail = _unpickler_message(exc)
+        refused = next((m for p in _REFUSED if (m := p.search(detail))), None)
+        if refused:
             raise UnsafeCheckpointError(
                 f"Refusing to load {str(target)!r}: it holds a pickled Python object "
-                f"({found.group(1)}), and loading it could run arbitrary code. mirrorfit loads "
-                "with torch.load(weights_only=True). Save plain state dicts (tensors, numbers, "
-                "strings, lists, dicts) instead, e.g. with model.save(path)."
+                f"({refused.group(1).rstrip('.')}), and loading it could run arbitrary code. "
+                "mirrorfit loads with torch.load(weights_only=True). Save plain state dicts "
+                "(tensors, numbers, strings, lists, dicts) instead, e.g. with model.save(path)."
             ) from None
-        raise _corrupt(target, exc) from None
+        raise _corrupt(target, exc, detail) from None
     except (RuntimeError, EOFError, KeyError, ValueError, IndexError) as exc:
         raise _corrupt(target, exc) from None
 
 
-def _corrupt(target: Path, exc: BaseException) -> CorruptCheckpointError:
-    detail = str(exc).strip().split("\n")[0][:200]
+def _unpickler_message(exc: BaseException) -> str:
+    """What torch's weights-only unpickler said, without torch's surrounding advice.
+
+    torch wraps the unpickler's error in "Weights only load failed. ... Re-running
+    torch.load with weights_only set to False will likely succeed ..." and a link to
+    its docs; the file is refused either way, and mirrorfit never advises turning the
+    check off, so only the unpickler's own words are kept (lines that mention
+    ``weights_only=False`` are dropped whatever torch's wording).
+    """
+    text = str(exc)
+    if "WeightsUnpickler error:" in text:
+        text = text.split("WeightsUnpickler error:", 1)[1]
+    elif text.startswith("Weights only load failed") and "\n\n" in text:
+        text = text.split("\n\n", 1)[1]
+    text = text.split("Check the documentation of torch.load", 1)[0]
+    return " ".join(line.strip() for line in text.splitlines()
+                    if line.strip() and not _ADVICE.search(line))
+
+
+def _corrupt(target: Path, exc: BaseException, detail: str | None = None,
+             ) -> CorruptCheckpointError:
+    detail = str(exc).strip().split("\n")[0] if detail is None else detail
+    if _ADVICE.search(detail):
+        detail = "refused by torch.load(weights_only=True)"
     return CorruptCheckpointError(
         f"The checkpoint {str(target)!r} ({target.stat().st_size} bytes) is corrupt or not a "
-        f"torch file ({type(exc).__name__}: {detail}). The file was left as is; restore it "
-        "from a copy, or delete it to start from scratch."
+        f"torch file ({type(exc).__name__}: {detail[:200]}). The file was left as is; restore "
+        "it from a copy, or delete it to start from scratch."
     )
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from mirrorfit.checkpoint.errors import CheckpointDiskFullError
 from mirrorfit.checkpoint.io import save_checkpoint
 
 
@@ -90,12 +91,20 @@ class CheckpointWriter:
             self._error = exc
 
     def wait(self) -> None:
-        """Block until the write in flight (if any) is on disk; re-raise its error."""
+        """Block until the write in flight (if any) is on disk; re-raise its error.
+
+        Raises:
+            CheckpointDiskFullError: the background write ran out of space (as is, so
+                ``except OSError`` sees it whether the write was asynchronous or not).
+            RuntimeError: the background write failed otherwise (the cause is chained).
+        """
         if self._thread is not None:
             self._thread.join()
             self._thread = None
         if self._error is not None:
             error, self._error = self._error, None
+            if isinstance(error, CheckpointDiskFullError):
+                raise error
             raise RuntimeError(f"A background checkpoint write failed: {error}") from error
 
     @property

@@ -25,6 +25,7 @@ from mirrorfit.data.sharding import share_bounds
 from mirrorfit.strategies.capabilities import BackwardSyncControl
 from mirrorfit.strategies.sync_batchnorm import weightless_share
 from mirrorfit.trainer.context import TrainingContext
+from mirrorfit.trainer.nonfinite import NonFiniteLossWatch
 from mirrorfit.trainer.output_checks import check_first_outputs, needs_output_check
 from mirrorfit.trainer.steps import Steps
 from mirrorfit.trainer.tracker import Tracker
@@ -61,6 +62,8 @@ class Trainer:
         self.context = TrainingContext(self.strategy, steps.setup, self, compile_args or {})
         # logits given to a probability loss: checked on fit's first outputs, chief only
         self._check_outputs = self.strategy.is_chief and needs_output_check(steps.loss_fn)
+        # a NaN/inf loss without TerminateOnNaN: one warning on the chief, no cost per step
+        self._nonfinite = NonFiniteLossWatch(self.strategy.is_chief)
         # steps between agreements on a preemption stop (cluster.preemption); set by fit
         self._preempt_every = preemption.DEFAULT_CHECK_STEPS * steps_per_update
 
@@ -70,6 +73,7 @@ class Trainer:
             verbose: int, steps_per_epoch: int | None) -> None:
         self.context.callbacks = list(callbacks)
         self.context.stop_training = False
+        self._nonfinite.start_fit(self.context.callbacks)
         with training_mode(self.steps.module, True), preemption.watch():
             self._fit(stream, epochs=epochs, initial_epoch=initial_epoch, callbacks=callbacks,
                       val=val, verbose=verbose, steps_per_epoch=steps_per_epoch)
@@ -106,6 +110,7 @@ class Trainer:
         sync_every = max(1, total // _PROGRESS_SYNCS) if verbose == 1 else 0
         batches = self._epoch_batches(stream, steps_per_epoch)
         tracker = self.train_tracker
+        self._nonfinite.start_epoch(self.step)
         for batch, denominator, update in self._schedule(batches):
             callbacks.on_train_batch_begin(self.step)
             loss, y_pred, y, sw = self._train_one(batch, denominator, update)
@@ -116,7 +121,10 @@ class Trainer:
             self.step += 1
             sync = callbacks.batch_logs or (sync_every and (
                 self.step % sync_every == 0 or self.step == total))
-            callbacks.on_train_batch_end(self.step - 1, tracker.result() if sync else {})
+            logs = tracker.result() if sync else {}
+            if sync:  # a float the logs needed anyway: no extra synchronization
+                self._nonfinite.check(logs, self.epoch, self.step - 1)
+            callbacks.on_train_batch_end(self.step - 1, logs)
             if not update:
                 continue
             if callbacks.batch_logs and self._agree_stop():  # every rank leaves at this step
@@ -124,7 +132,9 @@ class Trainer:
             # every K updates all workers agree on a preemption signal (one scalar reduce)
             if self.step % self._preempt_every == 0 and preemption.agreed(self.strategy):
                 preemption.preempt(self.context, callbacks)  # raises Preempted
-        return tracker.result()
+        logs = tracker.result()
+        self._nonfinite.check(logs, self.epoch, self.step - 1)
+        return logs
 
     def _epoch_batches(self, stream: BatchStream,
                        steps_per_epoch: int | None) -> Iterator[LocalBatch]:
