@@ -86,17 +86,23 @@ line["local_numel"] = sum(p.to_local().numel() for p in params)
 line["total_numel"] = sum(p.numel() for p in params)
 line["param_types"] = sorted({type(p).__name__ for p in params})
 
+class EpochWeights(Callback):
+    def on_epoch_end(self, epoch, logs=None):  # collective: every rank gathers
+        save(f"epoch{epoch + 1}", self.model.get_weights())
+
+
 # 2. train with checkpoints and a backup every 2 steps until an interruption after global
 # step 8 (the last backup: after step 6, i.e. epoch 2, step 1); then a model file
 backup = os.path.join(out, "backup")
 model = build()
 try:
     model.fit(x, y, batch_size=BATCH, epochs=EPOCHS, verbose=0, seed=SEED, callbacks=[
-        ModelCheckpoint(os.path.join(out, "mc-{epoch}.pt")),
+        ModelCheckpoint(os.path.join(out, "mc", "model-{epoch}.pt")), EpochWeights(),
         InterruptAt(8), BackupAndRestore(backup, save_freq=2)])
 except Interrupted:
     pass
 line["backup_is_folder"] = os.path.isdir(os.path.join(backup, "backup.pt"))
+line["checkpoints"] = sorted(n for n in os.listdir(os.path.join(out, "mc")) if n[0] != ".")
 save("stopped", model.get_weights())  # every rank: whole arrays
 model.save(os.path.join(out, "full.pt"))
 save("pred", [model.predict(x[:37], batch_size=8)])
@@ -121,6 +127,10 @@ model = build()
 model.fit(x, y, batch_size=BATCH, epochs=EPOCHS, verbose=0, seed=SEED,
           callbacks=[BackupAndRestore(backup)])
 save(f"resumed{replicas}", model.get_weights())
+# the newest ModelCheckpoint folder, read whole by every rank into a sharded model
+restored = mirrorfit.restore_or_create(os.path.join(out, "mc"), build)
+save(f"restored{replicas}", restored.get_weights())
+line["restored_optimizer_state"] = len(restored.training_context.optimizer.state)
 if replicas == 1:
     # the uninterrupted reference, on one device
     strategy = mirrorfit.OneDeviceStrategy("cpu")
@@ -132,7 +142,7 @@ if replicas == 1:
     save("loaded", loaded.get_weights())
     save("loaded_pred", [loaded.predict(x[:37], batch_size=8)])
     line["loaded_optimizer_state"] = len(loaded.training_context.optimizer.state)
-    checkpoint = mirrorfit.load_model(os.path.join(out, "mc-1.pt"), architecture())
-    line["checkpoint_epoch1_evaluates"] = checkpoint.evaluate(x, y, verbose=0)[0] > 0
+    checkpoint = mirrorfit.load_model(os.path.join(out, "mc", "model-1.pt"), architecture())
+    save("checkpoint1", checkpoint.get_weights())
 report(line)
 '''

@@ -4,7 +4,9 @@ without a reduce-scatter per micro-step, sharded parameters, BackupAndRestore's
 checkpoint folders resumed at the exact step on 2, 1 and 4 replicas, whole weights
 on every rank, and a consolidated file read on one device.
 
-Two launches (2 workers, then 1 process); the 4-worker resume is marked slow."""
+ModelCheckpoint writes folders too; ``load_model`` and ``restore_or_create`` read
+them whole on any replica count. Two launches (2 workers, then 1 process); the
+4-worker resume is marked slow."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import os
 import numpy as np
 import pytest
 
+from mirrorfit.checkpoint.sharded import is_sharded
 from tests.procs import REPO, clean_env, run_python, write_script
 from tests.strategies import sharded_jobs
 
@@ -85,7 +88,16 @@ def test_consolidated_files_load_on_one_device(runs):
     _close(_arrays(out, "loaded"), _arrays(out, "stopped"), atol=0)
     _close(_arrays(out, "loaded_pred"), _arrays(out, "pred"), atol=1e-6)
     assert lines["resume1"][0]["loaded_optimizer_state"] == 4  # Adam's state, whole
-    assert lines["resume1"][0]["checkpoint_epoch1_evaluates"]
+
+
+def test_model_checkpoints_are_folders_that_load_anywhere(runs):
+    out, lines, _ = runs
+    assert lines["train"][0]["checkpoints"] == ["model-1.pt"]  # epoch 2 was interrupted
+    assert is_sharded(out / "mc" / "model-1.pt")
+    epoch1 = _arrays(out, "epoch1")
+    _close(_arrays(out, "checkpoint1"), epoch1, atol=0)  # load_model on one device
+    _close(_arrays(out, "restored1"), epoch1, atol=0)  # restore_or_create, ShardedStrategy
+    assert lines["resume1"][0]["restored_optimizer_state"] == 4
 
 
 @pytest.mark.slow
@@ -95,3 +107,5 @@ def test_resume_on_4_replicas(runs):
     assert res.returncode == 0, res.stderr[-3000:]
     assert "(saved by 2 worker(s), now 4)" in res.stdout
     _close(_arrays(out, "resumed4"), _arrays(out, "reference"))
+    for rank in range(4):  # a ModelCheckpoint folder read whole into 4 shards
+        _close(_arrays(out, "restored4", rank), _arrays(out, "epoch1"), atol=0)
