@@ -21,10 +21,12 @@ killed writer left. DCP reshards on load: a checkpoint written by 2 ranks loads 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import uuid
-from collections.abc import Collection
+import warnings
+from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -74,7 +76,8 @@ def save(state: dict[str, Any], path: str | os.PathLike[str], kind: str) -> None
         tmp = temp_path(target)
     tmp = Path(_from_chief(str(tmp) if tmp else None))
     sharded, rest = split(state)
-    dcp.save(sharded, checkpoint_id=tmp)  # ends with a gather: every rank's data is on disk
+    with _one_process_quiet():
+        dcp.save(sharded, checkpoint_id=tmp)  # ends with a gather: every rank's data is on disk
     if chief:
         try:
             save_checkpoint(rest, tmp / REST_FILE, kind)
@@ -131,7 +134,8 @@ def load(template: dict[str, Any], path: str | os.PathLike[str], kinds: Collecti
     rest = load_checkpoint(folder / REST_FILE, kinds, map_location=device)
     check(saved_shapes(folder, "module"))
     sharded, _ = split(template)
-    dcp.load(sharded, checkpoint_id=folder)  # in place, resharded
+    with _one_process_quiet():
+        dcp.load(sharded, checkpoint_id=folder)  # in place, resharded
     return join(sharded, rest)
 
 
@@ -173,6 +177,15 @@ def saved_shapes(folder: Path, prefix: str) -> dict[str, torch.Tensor]:
     return {k[len(head):]: torch.empty(tuple(v.size), dtype=v.properties.dtype, device="meta")
             for k, v in metadata.state_dict_metadata.items()
             if k.startswith(head) and isinstance(v, TensorStorageMetadata)}
+
+
+@contextlib.contextmanager
+def _one_process_quiet() -> Iterator[None]:
+    """Without a process group (one replica) DCP warns, on every save and load, that it
+    assumes one process: that is the intent here, so the warning is dropped."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"torch\.distributed is disabled, unavailable")
+        yield
 
 
 def _from_chief(value: str | None) -> str:
