@@ -15,7 +15,7 @@ import json, os, shutil, sys
 import numpy as np, torch
 from torch import nn
 import mirrorfit
-from mirrorfit.callbacks import BackupAndRestore, Callback, ModelCheckpoint
+from mirrorfit.callbacks import BackupAndRestore, Callback, LambdaCallback, ModelCheckpoint
 
 out = sys.argv[2]
 replicas = int(sys.argv[1])
@@ -37,6 +37,32 @@ def build(optimizer="adam", **compile_kwargs):
         model.compile(optimizer, mirrorfit.losses.SparseCategoricalCrossentropy(
             from_logits=True), ["accuracy"], **compile_kwargs)
     return model
+
+
+def mixed_precision_run(name):
+    """bfloat16: the dtype of the first layer's weight inside its forward pass; float16:
+    a sample that overflows (in rank 1's share of the first batch), the loss scales."""
+    seen = {}
+    mirrorfit.mixed_precision.set_global_policy("mixed_bfloat16")
+    model = build()
+    layer = model.training_context.module[0]
+
+    def record(module, args):  # inside the forward pass, after FSDP2 gathered the weight
+        seen.setdefault("bf16", str(module.weight.dtype))
+
+    layer.register_forward_pre_hook(record)
+    model.fit(x, y, batch_size=BATCH, epochs=1, verbose=0, seed=SEED)
+    mirrorfit.mixed_precision.set_global_policy("mixed_float16")
+    x16 = x.copy()
+    x16[15, 0] = 1e6
+    model = build()
+    scales = []
+    model.fit(x16, y, batch_size=BATCH, epochs=1, verbose=0, shuffle=False, callbacks=[
+        LambdaCallback(on_train_batch_end=lambda b, logs: scales.append(
+            model.training_context.setup.precision.scale))])
+    mirrorfit.mixed_precision.set_global_policy("float32")
+    save(name, model.get_weights())
+    return {"bf16_weight_in_forward": seen["bf16"], "fp16_scales": scales}
 
 
 def save(name, arrays):
@@ -117,6 +143,9 @@ model.fit(x, y, batch_size=BATCH, epochs=EPOCHS, verbose=0, seed=SEED,
           callbacks=[BackupAndRestore(backup)])
 save("resumed", model.get_weights())
 line["backup_left"] = os.path.exists(os.path.join(backup, "backup.pt"))
+
+# 4. mixed precision: the parameters a forward pass sees, and float16's skipped steps
+line.update(mixed_precision_run("fp16"))
 report(line)
 '''
 
@@ -137,6 +166,7 @@ if replicas == 1:
     ref = build()
     ref.fit(x, y, batch_size=BATCH, epochs=EPOCHS, verbose=0, seed=SEED)
     save("reference", ref.get_weights())
+    line["reference_mixed"] = mixed_precision_run("fp16_reference")  # autocast only
     # the consolidated files, on one device
     loaded = mirrorfit.load_model(os.path.join(out, "full.pt"), architecture())
     save("loaded", loaded.get_weights())

@@ -100,6 +100,19 @@ def test_model_checkpoints_are_folders_that_load_anywhere(runs):
     assert lines["resume1"][0]["restored_optimizer_state"] == 4
 
 
+def test_mixed_precision_gathers_low_precision_parameters_and_agrees_on_skips(runs):
+    out, lines, _ = runs
+    reference = lines["resume1"][0]["reference_mixed"]
+    assert reference["bf16_weight_in_forward"] == "torch.float32"  # autocast, one device
+    for line in lines["train"]:
+        # FSDP2's MixedPrecisionPolicy: the gathered parameters are bfloat16
+        assert line["bf16_weight_in_forward"] == "torch.bfloat16"
+        # the overflow (rank 1's share) skips the step on every rank: the same scales
+        assert line["fp16_scales"] == reference["fp16_scales"]
+        assert line["fp16_scales"][0] == 32768.0  # halved from 65536 at the first step
+    _close(_arrays(out, "fp16"), _arrays(out, "fp16_reference"), atol=1e-3)
+
+
 @pytest.mark.slow
 def test_resume_on_4_replicas(runs):
     out, _, resume = runs
