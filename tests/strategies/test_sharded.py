@@ -1,6 +1,6 @@
-"""ShardedStrategy in this process (no workers): which submodules become FSDP units,
-bad ``wrap`` values, and checkpoint folders written and refused on one replica (a
-run that can later move to more replicas, or come from them)."""
+"""ShardedStrategy on one replica (this process, or one child process): which
+submodules become FSDP units, bad ``wrap`` values, and checkpoint folders written,
+refused by another architecture, and left loadable by a kill mid-save."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from mirrorfit.callbacks import BackupAndRestore, Callback
 from mirrorfit.checkpoint.errors import MismatchedCheckpointError
 from mirrorfit.checkpoint.sharded import is_sharded
 from mirrorfit.strategies.sharded import _units
+from tests.procs import REPO, clean_env, run_python, write_script
 
 
 class Block(nn.Module):
@@ -90,3 +91,56 @@ def test_one_replica_writes_folders_and_refuses_another_architecture(tmp_path):
     # the right architecture resumes from the folder and finishes
     done = _fit(nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 2)), tmp_path)
     assert done.training_context.epoch == 2 and not (tmp_path / "backup.pt").exists()
+
+
+KILLED_MID_SAVE = r'''
+import os, signal, sys
+import numpy as np, torch
+from torch import nn
+import mirrorfit
+from mirrorfit.callbacks import BackupAndRestore
+
+backup, out, kill_at = sys.argv[1], sys.argv[2], int(sys.argv[3])
+saves = []
+real_symlink = os.symlink
+
+
+def symlink_or_die(src, dst, *args, **kwargs):
+    # checkpoint.sharded publishes a folder with a link; the kill comes after the shards
+    # and the folder's rename, before the link: the worst moment
+    saves.append(src)
+    if len(saves) == kill_at:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real_symlink(src, dst, *args, **kwargs)
+
+
+os.symlink = symlink_or_die
+strategy = mirrorfit.ShardedStrategy(devices=1)
+torch.manual_seed(0)
+with strategy.scope():
+    model = mirrorfit.Model(nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 2)))
+    model.compile("adam", "mse")
+x = np.random.default_rng(0).normal(size=(40, 4)).astype("float32")
+model.fit(x, x[:, :2], batch_size=8, epochs=2, verbose=0, seed=1,
+          callbacks=[BackupAndRestore(backup, save_freq=1)] if backup != "-" else [])
+np.savez(out, *model.get_weights())
+'''
+
+
+def test_a_kill_while_publishing_a_backup_folder_leaves_the_previous_one(tmp_path):
+    script = write_script(tmp_path, KILLED_MID_SAVE)
+    env = clean_env(PYTHONPATH=str(REPO / "src"))
+    backup = tmp_path / "backup"
+    killed = run_python(script, str(backup), str(tmp_path / "x.npz"), "3", env=env)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    left = sorted(p.name for p in backup.iterdir())
+    assert len(left) == 3 and "backup.pt" in left  # link, live data, orphaned new data
+    resumed = run_python(script, str(backup), str(tmp_path / "resumed.npz"), "0", env=env)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "at epoch 1, step 2 (saved by 1 worker(s), now 1)" in resumed.stdout
+    assert not backup.exists()  # finished: deleted, the orphan with it
+    reference = run_python(script, "-", str(tmp_path / "ref.npz"), "0", env=env)
+    assert reference.returncode == 0, reference.stderr[-2000:]
+    with np.load(tmp_path / "resumed.npz") as got, np.load(tmp_path / "ref.npz") as ref:
+        for k in ref.files:
+            np.testing.assert_allclose(got[k], ref[k], atol=1e-6, rtol=0)
