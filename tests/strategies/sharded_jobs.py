@@ -133,7 +133,7 @@ save("stopped", model.get_weights())  # every rank: whole arrays
 model.save(os.path.join(out, "full.pt"))
 save("pred", [model.predict(x[:37], batch_size=8)])
 if strategy.is_chief:  # copies for the other replica counts (resuming deletes the backup)
-    for name in ("backup-1", "backup-4"):
+    for name in ("backup-1", "backup-2", "backup-4"):
         shutil.copytree(backup, os.path.join(out, name), symlinks=True)
 strategy.barrier()
 

@@ -11,6 +11,8 @@ them whole on any replica count. Two launches (2 workers, then 1 process); the
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -122,3 +124,16 @@ def test_resume_on_4_replicas(runs):
     _close(_arrays(out, "resumed4"), _arrays(out, "reference"))
     for rank in range(4):  # a ModelCheckpoint folder read whole into 4 shards
         _close(_arrays(out, "restored4", rank), _arrays(out, "epoch1"), atol=0)
+
+
+@pytest.mark.slow
+def test_torchrun_workers_join_and_resume(runs):
+    """Under torchrun the strategy joins the world torchrun started (no self-launch)."""
+    out, _, resume = runs
+    res = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                          "--nproc-per-node", "2", str(resume), "2", str(out)],
+                         capture_output=True, text=True, timeout=300, env=_env())
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "(saved by 2 worker(s), now 2)" in res.stdout
+    for rank in range(2):
+        _close(_arrays(out, "resumed2", rank), _arrays(out, "reference"))
