@@ -36,6 +36,15 @@ def test_default_units_are_the_roots_children_with_parameters():
     assert _units(net, None) == [net[0], net[2], net[3]]  # not the Tanh
 
 
+def test_containers_are_replaced_by_their_items():
+    # fully_shard refuses a container without forward (ValueError), as a ModuleList is
+    net = nn.Module()
+    net.embed = nn.Embedding(5, 4)
+    net.blocks = nn.ModuleList([Block(), Block()])
+    assert _units(net, None) == [net.embed, net.blocks[0], net.blocks[1]]
+    assert _units(net, ("blocks",)) == [net.blocks[0], net.blocks[1]]
+
+
 def test_wrap_by_path_and_class_puts_inner_units_first():
     net = _net()
     assert _units(net, ("0", "0.inner")) == [net[0].inner, net[0]]

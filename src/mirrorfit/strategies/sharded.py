@@ -63,8 +63,9 @@ class ShardedStrategy(WorkerStrategy, BackwardSyncControl, ShardedState):
         reshard_after_forward: free each block's gathered parameters after its forward
             pass (less memory, one more all-gather in backward), as FSDP's option.
         wrap: what becomes its own FSDP unit before the root: None (each child of the
-            root that holds parameters), module paths (``"encoder.layers.0"``) and/or
-            module classes (every submodule of that class).
+            root that holds parameters; the items of a ``ModuleList``/``ModuleDict``
+            child), module paths (``"encoder.layers.0"``) and/or module classes (every
+            submodule of that class).
         port, timeout, num_threads, max_restarts: as for ``MirroredStrategy``.
         precision: ``"bf16-mixed"``, ``"16-mixed"`` or ``"32"`` (Keras's names too); None
             follows ``mirrorfit.mixed_precision.global_policy()``. A mixed policy gathers
@@ -225,7 +226,7 @@ def _units(root: nn.Module, wrap: tuple[str | type[nn.Module], ...] | None) -> l
         ValueError: a path in ``wrap`` that ``root`` does not have, with the paths it has.
     """
     if wrap is None:
-        return [c for c in root.children() if next(c.parameters(), None) is not None]
+        return [c for c in _expand(list(root.children())) if next(c.parameters(), None) is not None]
     named = dict(root.named_modules())
     chosen: dict[int, tuple[str, nn.Module]] = {}
     for item in wrap:
@@ -238,7 +239,18 @@ def _units(root: nn.Module, wrap: tuple[str | type[nn.Module], ...] | None) -> l
         else:
             chosen.update({id(m): (n, m) for n, m in named.items() if n and isinstance(m, item)})
     # deeper paths first: inner units are sharded before the units that contain them
-    return [m for _, m in sorted(chosen.values(), key=lambda nm: -nm[0].count("."))]
+    ordered = [m for _, m in sorted(chosen.values(), key=lambda nm: -nm[0].count("."))]
+    return _expand(ordered)
+
+
+def _expand(modules: list[nn.Module]) -> list[nn.Module]:
+    """Containers (``nn.ModuleList``/``ModuleDict``) replaced by their items: a container
+    has no forward to hook, and ``fully_shard`` refuses it (ValueError, torch 2.13)."""
+    out: list[nn.Module] = []
+    for m in modules:
+        out.extend(_expand(list(m.children())) if isinstance(m, (nn.ModuleList, nn.ModuleDict))
+                   else [m])
+    return out
 
 
 def _is_sharded(module: nn.Module) -> bool:
