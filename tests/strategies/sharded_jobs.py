@@ -65,6 +65,14 @@ def mixed_precision_run(name):
     return {"bf16_weight_in_forward": seen["bf16"], "fp16_scales": scales}
 
 
+def tail_run(name):
+    """41 samples at batch 20: the last step has 1 sample and rank 1 an empty share (a
+    weight-0 dummy that still meets the reduce-scatter)."""
+    model = build("sgd")
+    model.fit(x[:41], y[:41], batch_size=20, epochs=2, verbose=0, seed=SEED)
+    save(name, model.get_weights())
+
+
 def save(name, arrays):
     np.savez(os.path.join(out, f"{name}.{strategy.rank}.npz"), *arrays)
 
@@ -131,7 +139,8 @@ line["backup_is_folder"] = os.path.isdir(os.path.join(backup, "backup.pt"))
 line["checkpoints"] = sorted(n for n in os.listdir(os.path.join(out, "mc")) if n[0] != ".")
 save("stopped", model.get_weights())  # every rank: whole arrays
 model.save(os.path.join(out, "full.pt"))
-save("pred", [model.predict(x[:37], batch_size=8)])
+save("pred", [model.predict(x[:33], batch_size=8)])  # last batch: 1 sample, rank 1 none
+line["eval_tail"] = model.evaluate(x[:33], y[:33], batch_size=8, verbose=0, return_dict=True)
 if strategy.is_chief:  # copies for the other replica counts (resuming deletes the backup)
     for name in ("backup-1", "backup-2", "backup-4"):
         shutil.copytree(backup, os.path.join(out, name), symlinks=True)
@@ -144,8 +153,10 @@ model.fit(x, y, batch_size=BATCH, epochs=EPOCHS, verbose=0, seed=SEED,
 save("resumed", model.get_weights())
 line["backup_left"] = os.path.exists(os.path.join(backup, "backup.pt"))
 
-# 4. mixed precision: the parameters a forward pass sees, and float16's skipped steps
+# 4. mixed precision: the parameters a forward pass sees, and float16's skipped steps;
+# an empty share
 line.update(mixed_precision_run("fp16"))
+tail_run("tail")
 report(line)
 '''
 
@@ -167,10 +178,13 @@ if replicas == 1:
     ref.fit(x, y, batch_size=BATCH, epochs=EPOCHS, verbose=0, seed=SEED)
     save("reference", ref.get_weights())
     line["reference_mixed"] = mixed_precision_run("fp16_reference")  # autocast only
+    tail_run("tail_reference")
     # the consolidated files, on one device
     loaded = mirrorfit.load_model(os.path.join(out, "full.pt"), architecture())
     save("loaded", loaded.get_weights())
-    save("loaded_pred", [loaded.predict(x[:37], batch_size=8)])
+    save("loaded_pred", [loaded.predict(x[:33], batch_size=8)])
+    line["eval_tail"] = loaded.evaluate(x[:33], y[:33], batch_size=8, verbose=0,
+                                        return_dict=True)
     line["loaded_optimizer_state"] = len(loaded.training_context.optimizer.state)
     checkpoint = mirrorfit.load_model(os.path.join(out, "mc", "model-1.pt"), architecture())
     save("checkpoint1", checkpoint.get_weights())

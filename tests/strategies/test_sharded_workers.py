@@ -77,6 +77,11 @@ def test_backups_are_checkpoint_folders_resumed_at_the_exact_step_on_2_and_1(run
     _close(_arrays(out, "resumed1"), reference)
 
 
+def test_an_empty_share_trains_like_one_device(runs):
+    out, _, _ = runs
+    _close(_arrays(out, "tail"), _arrays(out, "tail_reference"))
+
+
 def test_get_weights_is_whole_on_every_rank(runs):
     out, _, _ = runs
     rank0, rank1 = _arrays(out, "stopped", 0), _arrays(out, "stopped", 1)
@@ -88,7 +93,13 @@ def test_get_weights_is_whole_on_every_rank(runs):
 def test_consolidated_files_load_on_one_device(runs):
     out, lines, _ = runs
     _close(_arrays(out, "loaded"), _arrays(out, "stopped"), atol=0)
+    # predict and evaluate with an empty share (the last batch holds 1 sample): the same
+    # outputs, in input order, and the same exact metrics as the loaded copy on one device
     _close(_arrays(out, "loaded_pred"), _arrays(out, "pred"), atol=1e-6)
+    one = lines["resume1"][0]["eval_tail"]
+    for line in lines["train"]:
+        assert line["eval_tail"]["accuracy"] == one["accuracy"]
+        assert line["eval_tail"]["loss"] == pytest.approx(one["loss"], rel=1e-6)
     assert lines["resume1"][0]["loaded_optimizer_state"] == 4  # Adam's state, whole
 
 
