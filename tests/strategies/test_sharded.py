@@ -60,6 +60,13 @@ def test_a_missing_path_is_named_with_the_paths_that_exist():
         _units(_net(), ("encoder",))
 
 
+def test_a_class_the_module_lacks_is_named_with_the_classes_it_has():
+    with pytest.raises(ValueError, match=r"wrap names TransformerEncoderLayer, but Sequential "
+                                         r"has no submodule of that class; its submodules are "
+                                         r"\['Block', 'Linear', 'ReLU', 'Tanh'\]"):
+        _units(_net(), (nn.TransformerEncoderLayer,))
+
+
 def test_a_wrap_entry_that_is_neither_path_nor_class_is_refused():
     with pytest.raises(ValueError, match=r"received 3\. Example: wrap="):
         mirrorfit.ShardedStrategy(wrap=[3])  # type: ignore[list-item]

@@ -74,7 +74,8 @@ class ShardedStrategy(WorkerStrategy, BackwardSyncControl, ShardedState):
 
     Raises:
         ValueError: a ``wrap`` entry that is neither a path nor a module class (at
-            construction), or a path the module does not have (at ``compile``).
+            construction), or a path or class the module does not have (at ``compile``,
+            on every worker, before anything is sharded).
 
     Example:
         >>> import mirrorfit
@@ -223,7 +224,8 @@ def _units(root: nn.Module, wrap: tuple[str | type[nn.Module], ...] | None) -> l
     inner units sharded before it).
 
     Raises:
-        ValueError: a path in ``wrap`` that ``root`` does not have, with the paths it has.
+        ValueError: a path in ``wrap`` that ``root`` does not have, with the paths it has;
+            a class of which it has no submodule, with the classes it has.
     """
     if wrap is None:
         return [c for c in _expand(list(root.children())) if next(c.parameters(), None) is not None]
@@ -237,7 +239,12 @@ def _units(root: nn.Module, wrap: tuple[str | type[nn.Module], ...] | None) -> l
                                  f"{type(root).__name__}; its module paths include {shown}.")
             chosen[id(named[item])] = (item, named[item])
         else:
-            chosen.update({id(m): (n, m) for n, m in named.items() if n and isinstance(m, item)})
+            found = {id(m): (n, m) for n, m in named.items() if n and isinstance(m, item)}
+            if not found:
+                kinds = sorted({type(m).__name__ for n, m in named.items() if n})
+                raise ValueError(f"wrap names {item.__name__}, but {type(root).__name__} has no "
+                                 f"submodule of that class; its submodules are {kinds}.")
+            chosen.update(found)
     # deeper paths first: inner units are sharded before the units that contain them
     ordered = [m for _, m in sorted(chosen.values(), key=lambda nm: -nm[0].count("."))]
     return _expand(ordered)
