@@ -31,6 +31,7 @@ from mirrorfit.strategies import (
     MirroredStrategy,
     MultiWorkerMirroredStrategy,
     OneDeviceStrategy,
+    ShardedStrategy,
     Strategy,
     get_strategy,
 )
@@ -40,6 +41,7 @@ __all__ = [
     "Model",
     "MultiWorkerMirroredStrategy",
     "OneDeviceStrategy",
+    "ShardedStrategy",
     "Strategy",
     "__version__",
     "callbacks",

@@ -25,7 +25,7 @@ from torch import nn
 
 from mirrorfit import serialization
 from mirrorfit.checkpoint import model_file
-from mirrorfit.checkpoint.io import load_checkpoint
+from mirrorfit.checkpoint.sharded import is_sharded
 from mirrorfit.model import Model
 
 __all__ = ["latest_checkpoint", "load_model", "restore_or_create"]
@@ -36,7 +36,8 @@ def load_model(filepath: str | os.PathLike[str], module: nn.Module | None = None
     """A :class:`mirrorfit.Model` around ``module`` with the weights saved in ``filepath``.
 
     Args:
-        filepath: a file written by ``Model.save``, ``save_weights`` or ModelCheckpoint.
+        filepath: a file written by ``Model.save``, ``save_weights`` or ModelCheckpoint
+            (or the checkpoint folder ModelCheckpoint writes under ShardedStrategy).
         module: a fresh instance of the saved architecture (files hold no code).
         compile: compile with the saved configuration (Keras names, mirrorfit's losses,
             metrics and optimizers) and restore the optimizer state; otherwise the
@@ -63,7 +64,7 @@ def load_model(filepath: str | os.PathLike[str], module: nn.Module | None = None
             "torch.load(weights_only=True)); or use mirrorfit.restore_or_create(dir, build_fn)."
         )
     model = Model(module)
-    data = load_checkpoint(filepath, ("model", "weights"), map_location=model.strategy.device)
+    data = model_file.read(filepath, model.strategy)  # a file, or a sharded folder
     config = data.get("compile")
     if compile and config is not None:
         model.compile(**serialization.compile_arguments(config, custom_objects,
@@ -85,7 +86,8 @@ def latest_checkpoint(directory: str | os.PathLike[str]) -> Path | None:
     folder = Path(directory)
     if not folder.is_dir():
         return None
-    files = [p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")]
+    files = [p for p in folder.iterdir()  # files, and sharded checkpoints' folders
+             if (p.is_file() or is_sharded(p)) and not p.name.startswith(".")]
     if not files:
         return None
     return max(files, key=lambda p: (p.stat().st_mtime_ns, p.name))

@@ -14,10 +14,11 @@ import mirrorfit
 STRATEGIES: dict[str, Callable[[int], mirrorfit.Strategy]] = {
     "one_device": lambda n: mirrorfit.OneDeviceStrategy("cpu"),
     "mirrored": lambda n: mirrorfit.MirroredStrategy(devices=n),
+    "sharded": lambda n: mirrorfit.ShardedStrategy(devices=n),
 }
 
 #: replica counts the worker tier runs each strategy with (1 is the reference)
-REPLICAS: dict[str, tuple[int, ...]] = {"one_device": (1,), "mirrored": (2, 3)}
+REPLICAS: dict[str, tuple[int, ...]] = {"one_device": (1,), "mirrored": (2, 3), "sharded": (2,)}
 
 
 def make_strategy(kind: str, replicas: int) -> mirrorfit.Strategy:
@@ -26,6 +27,7 @@ def make_strategy(kind: str, replicas: int) -> mirrorfit.Strategy:
 
 def capabilities(kind: str) -> set[type]:
     """The capability interfaces strategy ``kind`` must declare (and no others)."""
-    from mirrorfit.strategies.capabilities import BackwardSyncControl
+    from mirrorfit.strategies.capabilities import BackwardSyncControl, ShardedState
 
-    return {"one_device": set(), "mirrored": {BackwardSyncControl}}[kind]
+    return {"one_device": set(), "mirrored": {BackwardSyncControl},
+            "sharded": {BackwardSyncControl, ShardedState}}[kind]

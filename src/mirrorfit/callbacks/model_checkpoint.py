@@ -13,6 +13,7 @@ from mirrorfit.callbacks.callback import Callback, Logs
 from mirrorfit.callbacks.monitor import Monitor
 from mirrorfit.checkpoint import atomic, model_file
 from mirrorfit.checkpoint.writer import CheckpointWriter
+from mirrorfit.strategies.capabilities import ShardedState
 
 
 class ModelCheckpoint(Callback):
@@ -20,7 +21,10 @@ class ModelCheckpoint(Callback):
 
     Every worker runs the callback and takes the same decisions (logs are global
     values); only the chief writes, each file atomically (write, fsync, rename),
-    and the others wait at a barrier so all leave the save together.
+    and the others wait at a barrier so all leave the save together. Under a strategy
+    that shards the state (``ShardedStrategy``) a model checkpoint is a folder that
+    every worker writes its shards into (``torch.distributed.checkpoint``), also
+    atomically; ``mirrorfit.load_model`` reads it on one device too.
 
     Args:
         filepath: a path with Keras's fields, e.g. ``"ckpt/model-{epoch:02d}-{val_loss:.2f}.pt"``:
@@ -102,6 +106,14 @@ class ModelCheckpoint(Callback):
         path = self.format_path(epoch, batch, logs)
         stale = self._remember(path)
         context = self.model.training_context
+        if isinstance(strategy, ShardedState) and not self.save_weights_only:
+            # every rank writes its own shards into a folder: nothing is gathered
+            content = model_file.sharded_model_content(strategy, context)
+            strategy.save_checkpoint(content, path, "model", self._writer,
+                                     then=lambda: _remove_all(stale))
+            if strategy.is_chief and self.verbose:
+                print(f"\nEpoch {epoch + 1}: saving model to {path}", flush=True)
+            return
         if self.save_weights_only:  # collective where the strategy gathers shards
             content, kind = model_file.weights_content(strategy, context.module), "weights"
         else:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from torch import nn
 
 from mirrorfit import serialization
+from mirrorfit.checkpoint import sharded as sharded_io
 from mirrorfit.checkpoint.io import load_checkpoint, save_checkpoint
 from mirrorfit.checkpoint.state import check_module_state, check_optimizer_state
 from mirrorfit.keras_models import matching_state  # Keras's automatic layer names
@@ -25,8 +26,8 @@ if TYPE_CHECKING:
     from mirrorfit.strategies.strategy import Strategy
     from mirrorfit.trainer.context import TrainingContext
 
-__all__ = ["apply", "compile_config", "load_weights", "model_content", "save_model",
-           "save_weights", "weights_content"]
+__all__ = ["apply", "compile_config", "load_weights", "model_content", "read", "save_model",
+           "save_weights", "sharded_model_content", "weights_content"]
 
 
 def compile_config(context: TrainingContext | None) -> dict[str, Any] | None:
@@ -46,6 +47,28 @@ def model_content(strategy: Strategy, module: nn.Module, context: TrainingContex
         precision = context.setup.precision.state_dict()  # the float16 loss scale
     return {"module": strategy.full_state_dict(module), "optimizer": optimizer,
             "precision": precision, "compile": compile_config(context)}
+
+
+def sharded_model_content(strategy: Strategy, context: TrainingContext) -> dict[str, Any]:
+    """A 'model' checkpoint as a sharding strategy writes it: every rank's shards of the
+    module and optimizer (live tensors) with the loss scale and compile configuration;
+    nothing is gathered (``Strategy.save_checkpoint`` writes a folder)."""
+    return {"module": strategy.module_state(context.setup),
+            "optimizer": strategy.optimizer_state(context.setup),
+            "precision": context.setup.precision.state_dict(),
+            "compile": compile_config(context)}
+
+
+def read(filepath: str | os.PathLike[str], strategy: Strategy) -> dict[str, Any]:
+    """A 'model' or 'weights' checkpoint's content on ``strategy``'s device: a file, or a
+    sharded checkpoint folder read whole by this process (not collective).
+
+    Raises:
+        CheckpointError, FileNotFoundError: as ``checkpoint.io.load_checkpoint``.
+    """
+    if sharded_io.is_sharded(filepath):
+        return sharded_io.read_whole(filepath, ("model", "weights"), strategy.device)
+    return load_checkpoint(filepath, ("model", "weights"), map_location=strategy.device)
 
 
 def weights_content(strategy: Strategy, module: nn.Module) -> dict[str, Any]:
@@ -76,7 +99,7 @@ def load_weights(strategy: Strategy, module: nn.Module, context: TrainingContext
     Raises:
         CheckpointError: a corrupt, unsafe, incompatible or mismatched file.
     """
-    data = load_checkpoint(filepath, ("model", "weights"), map_location=strategy.device)
+    data = read(filepath, strategy)
     apply(strategy, module, context, data, repr(str(filepath)))
     return data
 

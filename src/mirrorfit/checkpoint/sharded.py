@@ -21,17 +21,21 @@ killed writer left. DCP reshards on load: a checkpoint written by 2 ranks loads 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import uuid
-from collections.abc import Collection
+import warnings
+from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.default_planner import _EmptyStateDictLoadPlanner
 from torch.distributed.checkpoint.metadata import TensorStorageMetadata
+from torch.distributed.checkpoint.state_dict_loader import _load_state_dict
 
 from mirrorfit.checkpoint.atomic import DATA_MARK, fsync_dir, linked_folder, make_parent, temp_path
 from mirrorfit.checkpoint.errors import IncompatibleCheckpointError
@@ -72,7 +76,8 @@ def save(state: dict[str, Any], path: str | os.PathLike[str], kind: str) -> None
         tmp = temp_path(target)
     tmp = Path(_from_chief(str(tmp) if tmp else None))
     sharded, rest = split(state)
-    dcp.save(sharded, checkpoint_id=tmp)  # ends with a gather: every rank's data is on disk
+    with _one_process_quiet():
+        dcp.save(sharded, checkpoint_id=tmp)  # ends with a gather: every rank's data is on disk
     if chief:
         try:
             save_checkpoint(rest, tmp / REST_FILE, kind)
@@ -129,8 +134,40 @@ def load(template: dict[str, Any], path: str | os.PathLike[str], kinds: Collecti
     rest = load_checkpoint(folder / REST_FILE, kinds, map_location=device)
     check(saved_shapes(folder, "module"))
     sharded, _ = split(template)
-    dcp.load(sharded, checkpoint_id=folder)  # in place, resharded
+    with _one_process_quiet():
+        dcp.load(sharded, checkpoint_id=folder)  # in place, resharded
     return join(sharded, rest)
+
+
+def read_whole(path: str | os.PathLike[str], kinds: Collection[str],
+               device: torch.device) -> dict[str, Any]:
+    """Every tensor of the checkpoint folder at ``path`` whole, read by this process
+    alone (not collective; a process group may be up or not): how a sharded 'model'
+    checkpoint loads on one device (``mirrorfit.load_model``, ``load_weights``).
+
+    Raises:
+        FileNotFoundError, IncompatibleCheckpointError: as :func:`load`.
+    """
+    folder = Path(path)
+    if not is_sharded(folder):
+        raise FileNotFoundError(f"No sharded checkpoint folder at {str(folder)!r}.")
+    rest = load_checkpoint(folder / REST_FILE, kinds, map_location=device)
+    whole: dict[str, Any] = {}
+    # what the public torch.distributed.checkpoint.format_utils.dcp_to_torch_save does,
+    # without its intermediate file: rebuild the state from the metadata, no_dist=True
+    _load_state_dict(whole, storage_reader=dcp.FileSystemReader(str(folder)),
+                     planner=_EmptyStateDictLoadPlanner(), no_dist=True)
+    return join(_to_device(whole, device), rest)
+
+
+def _to_device(value: Any, device: torch.device) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.to(device)
+    if isinstance(value, dict):
+        return {k: _to_device(v, device) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_to_device(v, device) for v in value]
+    return value
 
 
 def saved_shapes(folder: Path, prefix: str) -> dict[str, torch.Tensor]:
@@ -140,6 +177,15 @@ def saved_shapes(folder: Path, prefix: str) -> dict[str, torch.Tensor]:
     return {k[len(head):]: torch.empty(tuple(v.size), dtype=v.properties.dtype, device="meta")
             for k, v in metadata.state_dict_metadata.items()
             if k.startswith(head) and isinstance(v, TensorStorageMetadata)}
+
+
+@contextlib.contextmanager
+def _one_process_quiet() -> Iterator[None]:
+    """Without a process group (one replica) DCP warns, on every save and load, that it
+    assumes one process: that is the intent here, so the warning is dropped."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"torch\.distributed is disabled, unavailable")
+        yield
 
 
 def _from_chief(value: str | None) -> str:

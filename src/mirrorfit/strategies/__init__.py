@@ -5,12 +5,14 @@ from __future__ import annotations
 from mirrorfit.strategies.default import get_strategy
 from mirrorfit.strategies.mirrored import MirroredStrategy, MultiWorkerMirroredStrategy
 from mirrorfit.strategies.one_device import OneDeviceStrategy
+from mirrorfit.strategies.sharded import ShardedStrategy
 from mirrorfit.strategies.strategy import Strategy
 
 __all__ = [
     "MirroredStrategy",
     "MultiWorkerMirroredStrategy",
     "OneDeviceStrategy",
+    "ShardedStrategy",
     "Strategy",
     "get_strategy",
 ]

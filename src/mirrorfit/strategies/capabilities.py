@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
+from collections.abc import Collection
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
@@ -31,10 +32,13 @@ class ShardedState(ABC):
     written by every rank through ``torch.distributed.checkpoint`` into a folder."""
 
     @abstractmethod
-    def save_sharded(self, state: dict[str, Any], path: str | os.PathLike[str]) -> None:
-        """Collective: write ``state`` (shards included) to the folder ``path`` atomically."""
+    def save_sharded(self, state: dict[str, Any], path: str | os.PathLike[str],
+                     kind: str = "backup") -> None:
+        """Collective: write ``state`` (shards included) to the folder ``path`` atomically,
+        as a checkpoint of ``kind`` ('backup', 'model')."""
 
     @abstractmethod
-    def load_sharded(self, template: dict[str, Any],
-                     path: str | os.PathLike[str]) -> dict[str, Any]:
-        """Collective: ``template`` filled from the folder ``path`` (resharded as needed)."""
+    def load_sharded(self, template: dict[str, Any], path: str | os.PathLike[str],
+                     kinds: Collection[str] = ("backup",)) -> dict[str, Any]:
+        """Collective: ``template`` filled from the folder ``path`` (resharded as needed),
+        which must hold a checkpoint of one of ``kinds``."""

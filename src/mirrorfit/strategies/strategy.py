@@ -234,7 +234,7 @@ class Strategy:
         leaves together."""
         if isinstance(self, ShardedState):
             writer.wait()
-            self.save_sharded(content, path)
+            self.save_sharded(content, path, kind)
             if then is not None and self.is_chief:
                 then()
         elif self.is_chief:
@@ -245,7 +245,7 @@ class Strategy:
                         template: dict[str, Any] | None = None) -> dict[str, Any]:
         """Every rank reads the checkpoint at ``path`` onto its own device."""
         if isinstance(self, ShardedState) and template is not None:
-            return self.load_sharded(template, path)
+            return self.load_sharded(template, path, kinds)
         return load_checkpoint(path, kinds, map_location=self._device)
 
     # --- your own loop (mirrorfit.strategies.distribute / .run) ----------------------------
