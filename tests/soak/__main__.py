@@ -30,6 +30,8 @@ from tests.cluster.runs import Run
 from tests.procs import run_python, write_script
 
 ABORT_MARKS = ("terminate called", "Fatal Python error", "Aborted")
+#: seconds from each launcher kill until no worker of that job was left
+GONE_AFTER: list[float] = []
 
 
 def clean(tmp: Path, i: int) -> str | None:
@@ -75,9 +77,10 @@ def launcher_kill(tmp: Path, i: int) -> str | None:
     assert run.proc is not None
     run.proc.send_signal(signal.SIGKILL)
     run.proc.wait()
-    deadline = time.monotonic() + 5.0
-    while run.alive_workers() and time.monotonic() < deadline:
-        time.sleep(0.05)
+    start = time.monotonic()
+    while run.alive_workers() and time.monotonic() < start + 5.0:
+        time.sleep(0.01)
+    GONE_AFTER.append(time.monotonic() - start)
     left = run.alive_workers()
     for pid in left:  # do not let survivors disturb the next trials
         os.kill(pid, signal.SIGKILL)
@@ -119,6 +122,9 @@ def main(argv: list[str] | None = None) -> int:
     print("\n| trial | runs | passed | minutes | failures |\n|---|---|---|---|---|")
     for name, n, ok, took, fails in table:
         print(f"| {name} | {n} | {ok} | {took / 60:.1f} | {fails or '-'} |")
+    if GONE_AFTER:
+        print(f"\nworkers gone after a launcher kill: max {max(GONE_AFTER):.2f} s, median "
+              f"{sorted(GONE_AFTER)[len(GONE_AFTER) // 2]:.2f} s over {len(GONE_AFTER)} kills")
     return 0 if all(ok == n for _, n, ok, _, _ in table) else 1
 
 
