@@ -54,6 +54,23 @@ def test_sigterm_outside_fit_ends_the_process_as_before() -> None:
     assert "still alive" not in proc.stdout
 
 
+_SIGINT_HANDLER = ("from mirrorfit.cluster import preemption; import signal\n"
+                   "preemption.install()\n"
+                   "print(signal.getsignal(signal.SIGINT) is signal.default_int_handler)")
+
+
+def test_ctrl_c_is_taken_over_in_a_script_but_stays_keyboardinterrupt_in_a_repl(
+        tmp_path: Path) -> None:
+    script = tmp_path / "train.py"
+    script.write_text(_SIGINT_HANDLER)
+    as_script = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                               timeout=60)
+    as_c = subprocess.run([sys.executable, "-c", _SIGINT_HANDLER], capture_output=True,
+                          text=True, timeout=60)
+    assert as_script.stdout.strip() == "False", as_script.stderr  # fit backs up on Ctrl-C
+    assert as_c.stdout.strip() == "True", as_c.stderr  # interactive: Ctrl-C stops at once
+
+
 def test_uninstall_restores_the_previous_handlers() -> None:
     before = signal.getsignal(signal.SIGUSR1)
     preemption.install()

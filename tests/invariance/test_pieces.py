@@ -255,7 +255,7 @@ def test_multi_gpu_model_gives_a_model_that_compiles_and_fits(monkeypatch):
 
 
 def test_interactive_session_is_a_missing_script_or_a_live_ipython(monkeypatch):
-    from mirrorfit.strategies.run import interactive_session
+    from mirrorfit.cluster.local import interactive_session
 
     script = types.ModuleType("__main__")
     script.__file__ = "train.py"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
 
 from mirrorfit.cluster.environment import ClusterEnvironment
@@ -39,3 +40,13 @@ class LocalEnvironment(ClusterEnvironment):
     @property
     def main_port(self) -> int:
         return 0
+
+
+def interactive_session() -> bool:
+    """True in a REPL, notebook or ``python -c``: no script file a worker could re-run."""
+    main = sys.modules.get("__main__")
+    if main is None or not getattr(main, "__file__", None) or hasattr(sys, "ps1"):
+        return True
+    ipython = sys.modules.get("IPython")  # a kernel, not a script that imports IPython
+    get = getattr(ipython, "get_ipython", None)
+    return get is not None and get() is not None

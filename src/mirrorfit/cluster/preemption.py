@@ -49,6 +49,8 @@ from collections.abc import Iterator, Mapping
 from types import FrameType
 from typing import Any, NoReturn, Protocol
 
+from mirrorfit.cluster.local import interactive_session
+
 
 class Collectives(Protocol):
     """What preemption needs of a strategy (``mirrorfit.strategies.Strategy`` has it)."""
@@ -121,7 +123,8 @@ class Preempted(SystemExit):
 
 
 def install() -> bool:
-    """Record SIGUSR1 and SIGTERM in this process from now on (idempotent).
+    """Record SIGUSR1, SIGTERM and (in a script) SIGINT in this process from now on
+    (idempotent).
 
     Returns False (and changes nothing) outside the main thread, where Python
     cannot install signal handlers.
@@ -129,6 +132,10 @@ def install() -> bool:
     if threading.current_thread() is not threading.main_thread():
         return False
     for sig in SIGNALS:
+        # in a notebook or a REPL Ctrl-C stays KeyboardInterrupt: stop fit at once and
+        # keep the session (a script ends with exit 130 after backing up instead)
+        if sig == signal.SIGINT and interactive_session():
+            continue
         if sig not in _previous:
             _previous[sig] = signal.signal(sig, _handler)
     return True

@@ -35,16 +35,6 @@ class WorkersFailed(RuntimeError):
     """A worker started by ``strategy.run`` failed; the message holds its traceback."""
 
 
-def interactive_session() -> bool:
-    """True in a REPL, notebook or ``python -c``: no script file a worker could re-run."""
-    main = sys.modules.get("__main__")
-    if main is None or not getattr(main, "__file__", None) or hasattr(sys, "ps1"):
-        return True
-    ipython = sys.modules.get("IPython")  # a kernel, not a script that imports IPython
-    get = getattr(ipython, "get_ipython", None)
-    return get is not None and get() is not None
-
-
 def run(strategy: Any, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """Run ``fn(*args, **kwargs)`` on every replica; see the module docstring."""
     if not callable(fn):

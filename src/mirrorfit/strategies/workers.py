@@ -25,11 +25,11 @@ from mirrorfit.cluster.errors import (
     install_worker_excepthook,
 )
 from mirrorfit.cluster.launcher import launch_local
+from mirrorfit.cluster.local import interactive_session
 from mirrorfit.cluster.parent_watch import die_with_parent
 from mirrorfit.cluster.threads import bind_worker, configure_cpu, threads_per_worker
 from mirrorfit.devices import DeviceSpec, resolve_devices
 from mirrorfit.strategies import process_group
-from mirrorfit.strategies.run import interactive_session
 from mirrorfit.strategies.strategy import Strategy
 
 #: seconds a collective may wait before the job fails (overridden by MIRRORFIT_TIMEOUT)
