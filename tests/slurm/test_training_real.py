@@ -102,7 +102,8 @@ def test_usr1_requeues_resumes_and_ends_with_uninterrupted_weights(slurm_cluster
     epoch, step = _stop(out)
     assert step % 10 == 0 and epoch * 60 + step >= 15, out  # after READY, on a check step
     assert f"mirrorfit: SIGUSR1: stopped at epoch {epoch + 1}, step {step} on every worker; " \
-           f"training state backed up; requeued SLURM job {job_id}" in out, out
+           "training state backed up in " in out, out
+    assert f"/backup; requeued SLURM job {job_id}" in out, out
     assert f"at epoch {epoch + 1}, step {step} (saved by 2 worker(s), now 2)" in out, out
     assert out.count("FIT DONE") == 1, out  # the preempted attempt ran nothing after fit
     assert "Traceback" not in out and "Terminated" not in out, out  # clean exits
