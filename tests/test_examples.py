@@ -53,6 +53,7 @@ def test_fashion_mnist_cnn_trains_the_seed_cnn_on_two_workers():
     assert res.stderr.strip() == "", res.stderr
 
 
+@pytest.mark.slow  # `pytest -m slow` runs it
 def test_shakespeare_transformer_trains_sharded_on_two_workers():
     res = run_python(REPO / "examples" / "shakespeare_sharded.py", "--devices", "2",
                      "--epochs", "1", "--samples", "512", "--context", "32", "--width", "64",

@@ -16,8 +16,9 @@ TIMEOUT_S = 4
 
 @pytest.mark.parametrize(("point", "rank", "via_env"), [
     ("stuck", 1, False),                  # rank 1 sleeps; rank 0 waits in DDP's all-reduce
-    ("chief_only_collective", 0, True),   # a barrier on the chief only; MIRRORFIT_TIMEOUT
-    ("sys_exit", 1, False),               # rank 1 leaves early with status 0
+    # a barrier on the chief only; MIRRORFIT_TIMEOUT
+    pytest.param("chief_only_collective", 0, True, marks=pytest.mark.slow),
+    pytest.param("sys_exit", 1, False, marks=pytest.mark.slow),  # rank 1 leaves early
 ])
 @pytest.mark.multiprocess
 def test_collective_reached_by_some_ranks_only_times_out_with_a_hint(

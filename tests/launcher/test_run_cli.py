@@ -37,6 +37,7 @@ def test_single_host_run_matches_one_process(tmp_path):
         np.testing.assert_allclose(w2[k], w1[k], atol=1e-5, rtol=0)
 
 
+@pytest.mark.slow  # 4 workers; two hosts are covered by test_two_hosts.py
 def test_two_launchers_on_loopback_form_one_four_worker_job(tmp_path):
     script = write_script(tmp_path, JOINING_JOB)
     one = run_python(script, "1", "adam", str(tmp_path / "w1.npz"), timeout=120)

@@ -116,6 +116,7 @@ def test_usr1_requeues_resumes_and_ends_with_uninterrupted_weights(slurm_cluster
             assert float(np.abs(a[key] - b[key]).max()) <= 1e-6, key
 
 
+@pytest.mark.slow  # `pytest -m slow` runs it (the requeue test covers the signal path)
 def test_scancel_backs_up_but_does_not_requeue(slurm_cluster, tmp_path: Path) -> None:
     """(~15 s)"""
     run_dir, run_cfg = _job(tmp_path, "cancelled", slow=True)

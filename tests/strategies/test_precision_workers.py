@@ -11,6 +11,7 @@ from tests.strategies import jobs
 pytestmark = pytest.mark.multiprocess
 
 
+@pytest.mark.slow  # long; `pytest -m slow` runs it
 def test_bf16_trains_mnist_within_half_a_point_of_float32(tmp_path):
     res = run_python(write_script(tmp_path, jobs.BF16_MNIST), timeout=400)
     assert res.returncode == 0, res.stderr[-3000:]
@@ -26,6 +27,7 @@ def _fp16(tmp_path, backup, out, die_at):
     return run_python(script, str(backup), str(out), str(die_at), timeout=300)
 
 
+@pytest.mark.slow  # long; `pytest -m slow` runs it
 def test_fp16_overflow_skips_the_step_everywhere_and_resumes_bit_identically(tmp_path):
     ref = _fp16(tmp_path, tmp_path / "b0", tmp_path / "ref.npz", 0)
     assert ref.returncode == 0, ref.stderr[-3000:]
@@ -49,6 +51,7 @@ def test_fp16_overflow_skips_the_step_everywhere_and_resumes_bit_identically(tmp
         assert np.array_equal(a[k], b[k]), k
 
 
+@pytest.mark.slow  # compiling takes most of it; `pytest -m slow` runs it
 @pytest.mark.parametrize("devices", [2])
 def test_jit_compile_matches_eager_without_recompiling_per_step(tmp_path, devices):
     res = run_python(write_script(tmp_path, jobs.JIT), str(devices), timeout=400)
