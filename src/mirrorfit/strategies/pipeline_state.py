@@ -1,0 +1,90 @@
+"""A pipeline stage's part of the training state, keyed by the whole model's names.
+
+Each stage holds the parameters and optimizer state of its own children only; the
+other stages' layers stay in the module as meta tensors (shapes, no memory). So
+that the stages' parts fit together in one DCP folder, and that such a folder
+reads whole on one device like a ShardedStrategy folder:
+
+- the module part is the stage's real tensors under the whole model's names;
+- the optimizer part is keyed by parameter name (``{"state": {name: ...},
+  "param_groups": [...]}``). In memory a group lists the stage's own names (what its
+  optimizer holds); on disk it lists every name of the model, the same on every
+  rank, because DCP writes a non-tensor value once, from one rank.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+
+def real_only(state: dict[str, Any]) -> dict[str, Any]:
+    """``state`` without the meta tensors of other stages' layers."""
+    return {k: v for k, v in state.items() if not (isinstance(v, torch.Tensor) and v.is_meta)}
+
+
+def load_owned(module: nn.Module, state: dict[str, Any], owned: Collection[str]) -> None:
+    """Copy this stage's tensors of ``state`` (whole-model names) into ``module``."""
+    module.load_state_dict({k: state[k] for k in owned}, strict=False)
+
+
+def named_optimizer_state(optimizer: torch.optim.Optimizer,
+                          names: dict[int, str]) -> dict[str, Any]:
+    """``optimizer.state_dict()`` keyed by parameter name (``names``: id -> name)."""
+    state = optimizer.state_dict()
+    flat = [names[id(p)] for g in optimizer.param_groups for p in g["params"]]
+    return {"state": {flat[i]: v for i, v in state["state"].items()},
+            "param_groups": [{**g, "params": [flat[i] for i in g["params"]]}
+                             for g in state["param_groups"]]}
+
+
+def with_all_names(state: dict[str, Any], group_names: Sequence[Sequence[str]]) -> dict[str, Any]:
+    """A named optimizer state whose groups list every parameter of the model."""
+    groups = [{**g, "params": list(names)}
+              for g, names in zip(state["param_groups"], group_names, strict=True)]
+    return {**state, "param_groups": groups}
+
+
+def owned_only(state: dict[str, Any], owned: Collection[str],
+               group_names: Sequence[Sequence[str]]) -> dict[str, Any]:
+    """A saved optimizer state (keyed by name, or by index over the whole model as
+    ``optimizer.state_dict()`` on one device) cut down to this stage's parameters,
+    keyed by name, in the order the stage's optimizer holds them."""
+    flat_all = [n for names in group_names for n in names]
+    groups = state.get("param_groups", [])
+    flat = [p for g in groups for p in g["params"]]
+    if flat and not isinstance(flat[0], str):  # keyed by index over the whole model
+        to_name = dict(zip(flat, flat_all, strict=True))
+        groups = [{**g, "params": [to_name[p] for p in g["params"]]} for g in groups]
+        entries = {to_name[k]: v for k, v in state.get("state", {}).items()}
+    else:
+        entries = dict(state.get("state", {}))
+    return {"state": {k: v for k, v in entries.items() if k in owned},
+            "param_groups": [{**g, "params": [p for p in g["params"] if p in owned]}
+                             for g in groups]}
+
+
+def indexed_whole(parts: Sequence[dict[str, Any]], own_groups: Sequence[dict[str, Any]],
+                  group_names: Sequence[Sequence[str]]) -> dict[str, Any]:
+    """Every stage's named optimizer entries (``parts``) as one ``optimizer.state_dict()``
+    of the whole model, keyed by index (loads into an optimizer on one device)."""
+    flat_all = [n for names in group_names for n in names]
+    index = {n: i for i, n in enumerate(flat_all)}
+    merged: dict[str, Any] = {}
+    for part in parts:
+        merged.update(part)
+    return {"state": {index[n]: v for n, v in merged.items()},
+            "param_groups": [{**g, "params": [index[n] for n in names]}
+                             for g, names in zip(own_groups, group_names, strict=True)]}
+
+
+def to_cpu(value: Any) -> Any:
+    """Tensors of a nested state on the CPU (to send them as objects)."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu()
+    if isinstance(value, dict):
+        return {k: to_cpu(v) for k, v in value.items()}
+    return value
