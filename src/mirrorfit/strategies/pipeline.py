@@ -59,7 +59,7 @@ class _Stage:
     group_names: list[list[str]]  # the optimizer's groups over the whole model, by name
     param_names: dict[int, str]  # id(parameter) -> name, this stage's parameters
     schedules: dict[tuple[int, int, bool], Any] = field(default_factory=dict)
-    full_batch: int | None = None  # the first training share: must divide into chunks
+    full_batch: int | None = None  # the largest training share so far
 
 
 class PipelineStrategy(WorkerStrategy, ShardedState):
@@ -276,15 +276,18 @@ class PipelineStrategy(WorkerStrategy, ShardedState):
         return schedule.step(*args)
 
     def _check_batch(self, pipe: _Stage, n: int) -> None:
-        if pipe.full_batch is None:
-            pipe.full_batch = n
-            if n % self.microbatches:
-                size = n * self.num_replicas_in_sync
-                raise ValueError(
-                    f"PipelineStrategy(microbatches={self.microbatches}) splits each replica's "
-                    f"share of a batch into equal chunks; a batch of {size} samples gives shares "
-                    f"of {n}. Use a batch_size divisible by "
-                    f"{self.microbatches * self.num_replicas_in_sync}, or change microbatches.")
+        """A share that does not split into ``microbatches`` is an error unless it is
+        smaller than a share already trained on (a last partial batch, which runs in
+        fewer equal chunks: the same arithmetic)."""
+        largest = pipe.full_batch or 0
+        pipe.full_batch = max(largest, n)
+        if n % self.microbatches and n >= largest:
+            size = n * self.num_replicas_in_sync
+            raise ValueError(
+                f"PipelineStrategy(microbatches={self.microbatches}) splits each replica's "
+                f"share of a batch into equal chunks; a batch of {size} samples gives shares "
+                f"of {n}. Use a batch_size divisible by "
+                f"{self.microbatches * self.num_replicas_in_sync}, or change microbatches.")
 
     def optimizer_step(self, setup: Setup) -> bool:
         """Average each stage's gradients over its replicas (the ``dp`` axis), then step."""

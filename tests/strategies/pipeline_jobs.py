@@ -1,0 +1,139 @@
+"""Worker script for the PipelineStrategy tests (``test_pipeline_workers.py``).
+
+``TRAIN`` (2 workers, 2 stages) trains a small MLP and a small CNN with SGD and Adam
+under GPipe and 1F1B and, in the same process, the same models on one device (the
+reference); then trains with BackupAndRestore and ModelCheckpoint until an
+interruption in the middle of an epoch, writes a consolidated ``model.save`` file,
+resumes from the backup at the exact step, and reads the files back with
+``mirrorfit.load_model`` on one device. It prints one ``JSON`` line per rank and
+writes ``OUT/<name>.<rank>.npz``.
+"""
+
+TRAIN = r'''
+import json, os, shutil, sys
+import numpy as np, torch
+from torch import nn
+import mirrorfit
+from mirrorfit.callbacks import BackupAndRestore, Callback, ModelCheckpoint
+
+out = sys.argv[1]
+# the first strategy starts the 2 workers (the parent waits for them and exits); later
+# ones in the workers join the same process group
+gpipe = mirrorfit.PipelineStrategy(stages=2, microbatches=4)
+rng = np.random.default_rng(0)  # the same arrays on every rank
+x = rng.normal(size=(90, 6)).astype("float32")  # batch 16: the last batch holds 10 (2 chunks)
+y = (x[:, 0] - x[:, 1] > 0).astype("int64") + (x[:, 2] > 0.5).astype("int64")
+xc = rng.normal(size=(64, 1, 8, 8)).astype("float32")
+yc = (xc[:, 0, :4].mean(axis=(1, 2)) > 0).astype("int64")
+SEED, ONE = 5, mirrorfit.OneDeviceStrategy("cpu")
+
+
+def mlp():
+    return nn.Sequential(nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 16), nn.Tanh(),
+                         nn.Linear(16, 3))
+
+
+def cnn():
+    return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3),
+                         nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 2))
+
+
+def build(strategy, arch, optimizer="adam"):
+    torch.manual_seed(0)
+    with strategy.scope():
+        model = mirrorfit.Model(arch())
+        model.compile(optimizer, mirrorfit.losses.SparseCategoricalCrossentropy(
+            from_logits=True), ["accuracy"])
+    return model
+
+
+def rank():
+    return gpipe.rank
+
+
+def save(name, arrays):
+    np.savez(os.path.join(out, f"{name}.{rank()}.npz"), *arrays)
+
+
+line = {"rank": rank()}
+# 1. the same weights, logs, evaluation and predictions as one device
+for name, arch, data, optimizer, schedule in (
+        ("mlp_sgd_gpipe", mlp, (x, y), "sgd", "gpipe"),
+        ("mlp_adam_1f1b", mlp, (x, y), "adam", "1f1b"),
+        ("cnn_adam_gpipe", cnn, (xc, yc), "adam", "gpipe"),
+        ("cnn_sgd_1f1b", cnn, (xc, yc), "sgd", "1f1b")):
+    strategy = mirrorfit.PipelineStrategy(stages=2, microbatches=4, schedule=schedule)
+    got = {}
+    for label, s in (("pipe", strategy), ("one", ONE)):
+        model = build(s, arch, optimizer)
+        history = model.fit(*data, batch_size=16, epochs=2, verbose=0, seed=SEED)
+        save(f"{name}.{label}", model.get_weights())
+        got[label] = {"history": history.history,
+                      "evaluate": model.evaluate(*data, batch_size=12, verbose=0,
+                                                 return_dict=True)}
+        save(f"{name}.{label}.pred", [model.predict(data[0][:33], batch_size=8)])
+    line[name] = got
+
+# 2. a batch that does not split into the micro-batches: the same error on every rank
+model = build(gpipe, mlp)
+try:
+    model.fit(x, y, batch_size=18, epochs=1, verbose=0)
+except ValueError as exc:
+    line["batch_error"] = str(exc)
+
+
+class Interrupted(Exception):
+    pass
+
+
+class InterruptAt(Callback):
+    def __init__(self, step):
+        super().__init__()
+        self.step = step
+
+    def on_train_batch_end(self, batch, logs=None):
+        ctx = self.model.training_context
+        if ctx.epoch * 6 + ctx.step == self.step:
+            raise Interrupted
+
+
+class EpochWeights(Callback):
+    def on_epoch_end(self, epoch, logs=None):  # collective: every rank gathers
+        save(f"epoch{epoch + 1}", self.model.get_weights())
+
+
+# 3. checkpoints: a backup every 2 steps; interrupted after global step 9 (the last
+# backup: after step 8, i.e. epoch 2, step 2); ModelCheckpoint folders each epoch
+strategy = gpipe
+backup = os.path.join(out, "backup")
+model = build(strategy, mlp)
+try:
+    model.fit(x, y, batch_size=16, epochs=3, verbose=1, seed=SEED, callbacks=[
+        ModelCheckpoint(os.path.join(out, "mc", "model-{epoch}.pt")), EpochWeights(),
+        InterruptAt(9), BackupAndRestore(backup, save_freq=2)])
+except Interrupted:
+    pass
+line["backup_is_folder"] = os.path.isdir(os.path.join(backup, "backup.pt"))
+line["checkpoints"] = sorted(n for n in os.listdir(os.path.join(out, "mc")) if n[0] != ".")
+save("stopped", model.get_weights())
+model.save(os.path.join(out, "full.pt"))
+if strategy.is_chief:
+    shutil.copytree(backup, os.path.join(out, "backup-copy"), symlinks=True)
+strategy.barrier()
+model = build(strategy, mlp)
+model.fit(x, y, batch_size=16, epochs=3, verbose=0, seed=SEED,
+          callbacks=[BackupAndRestore(backup)])
+save("resumed", model.get_weights())
+reference = build(ONE, mlp)
+reference.fit(x, y, batch_size=16, epochs=3, verbose=0, seed=SEED)
+save("reference", reference.get_weights())
+# the files on one device (no strategy in scope: the default, one device)
+loaded = mirrorfit.load_model(os.path.join(out, "full.pt"), mlp())
+save("loaded", loaded.get_weights())
+line["loaded_optimizer_state"] = len(loaded.training_context.optimizer.state)
+checkpoint = mirrorfit.load_model(os.path.join(out, "mc", "model-1.pt"), mlp())
+save("checkpoint1", checkpoint.get_weights())
+line["checkpoint_optimizer_state"] = len(checkpoint.training_context.optimizer.state)
+sys.stdout.write("JSON " + json.dumps(line) + "\n")
+sys.stdout.flush()
+'''
