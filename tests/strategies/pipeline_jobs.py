@@ -137,3 +137,40 @@ line["checkpoint_optimizer_state"] = len(checkpoint.training_context.optimizer.s
 sys.stdout.write("JSON " + json.dumps(line) + "\n")
 sys.stdout.flush()
 '''
+
+DATA_PARALLEL = r'''
+import json, os, sys
+import numpy as np, torch
+from torch import nn
+import mirrorfit
+
+out = sys.argv[1]
+strategy = mirrorfit.PipelineStrategy(stages=2, microbatches=2, replicas=2)  # 4 workers
+rng = np.random.default_rng(0)
+x = rng.normal(size=(90, 6)).astype("float32")  # batch 16: shares of 8, the last of 5
+y = (x[:, 0] - x[:, 1] > 0).astype("int64") + (x[:, 2] > 0.5).astype("int64")
+
+
+def build(s):
+    torch.manual_seed(0)
+    with s.scope():
+        model = mirrorfit.Model(nn.Sequential(nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 16),
+                                              nn.Tanh(), nn.Linear(16, 3)))
+        model.compile("adam", mirrorfit.losses.SparseCategoricalCrossentropy(
+            from_logits=True), ["accuracy"])
+    return model
+
+
+line = {"rank": strategy.rank, "stage": strategy.stage, "replica": strategy.replica.rank,
+        "replicas": strategy.num_replicas_in_sync}
+for label, s in (("pipe", strategy), ("one", mirrorfit.OneDeviceStrategy("cpu"))):
+    model = build(s)
+    history = model.fit(x, y, batch_size=16, epochs=2, verbose=0, seed=5)
+    # the last evaluation and prediction batches hold 1 sample: replica 1's share is empty
+    line[label] = {"history": history.history, "evaluate": model.evaluate(
+        x[:41], y[:41], batch_size=8, verbose=0, return_dict=True)}
+    np.savez(os.path.join(out, f"dp.{label}.{strategy.rank}.npz"), *model.get_weights(),
+             model.predict(x[:33], batch_size=8))
+sys.stdout.write("JSON " + json.dumps(line) + "\n")
+sys.stdout.flush()
+'''

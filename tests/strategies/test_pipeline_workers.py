@@ -112,3 +112,26 @@ def test_a_backup_of_another_stage_count_is_refused(run):
                        r"PipelineStrategy has stages=1\. Resume with the stage count"):
         model.fit(x, np.zeros(16, dtype="int64"), batch_size=8, verbose=0,
                   callbacks=[BackupAndRestore(out / "backup-copy")])
+
+
+@pytest.mark.slow
+def test_two_stages_times_two_replicas_train_like_one_device(tmp_path):
+    """A 2-D mesh on 4 workers: ranks 0, 1 are replica 0's stages, ranks 2, 3 replica 1's;
+    the stages' gradients are averaged over the dp axis; evaluation and prediction with
+    an empty share (the last batch holds 1 sample) are exact and in input order."""
+    script = write_script(tmp_path, pipeline_jobs.DATA_PARALLEL, "dp.py")
+    env = clean_env(PYTHONPATH=os.pathsep.join([str(REPO / "src"), str(REPO)]))
+    res = run_python(script, str(tmp_path), env=env, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    lines = sorted(res.json_lines(), key=lambda r: r["rank"])
+    assert [(r["stage"], r["replica"], r["replicas"]) for r in lines] == [
+        (0, 0, 2), (1, 0, 2), (0, 1, 2), (1, 1, 2)]
+    one = _arrays(tmp_path, "dp.one")  # weights, then the predictions
+    for line in lines:
+        _close(_arrays(tmp_path, "dp.pipe", line["rank"]), one)
+        assert line["pipe"]["evaluate"]["accuracy"] == line["one"]["evaluate"]["accuracy"]
+        assert line["pipe"]["evaluate"]["loss"] == pytest.approx(line["one"]["evaluate"]["loss"],
+                                                                 rel=1e-6)
+        assert line["pipe"]["history"]["accuracy"] == line["one"]["history"]["accuracy"]
+        assert line["pipe"]["history"]["loss"] == pytest.approx(line["one"]["history"]["loss"],
+                                                                rel=1e-6)
