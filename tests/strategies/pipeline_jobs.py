@@ -74,6 +74,21 @@ for name, arch, data, optimizer, schedule in (
         save(f"{name}.{label}.pred", [model.predict(data[0][:33], batch_size=8)])
     line[name] = got
 
+# float16: an overflowing sample (the first batch) skips that step on both stages, with
+# one device's loss scales and weights
+x16 = x.copy()
+x16[3, 0] = 1e6
+mirrorfit.mixed_precision.set_global_policy("mixed_float16")
+for label, s in (("pipe", gpipe), ("one", ONE)):
+    model = build(s, mlp)
+    scales = []
+    model.fit(x16, y, batch_size=16, epochs=1, verbose=0, shuffle=False, callbacks=[
+        mirrorfit.callbacks.LambdaCallback(on_train_batch_end=lambda b, logs: scales.append(
+            model.training_context.setup.precision.scale))])
+    line[f"fp16_scales_{label}"] = scales
+    save(f"fp16.{label}", model.get_weights())
+mirrorfit.mixed_precision.set_global_policy("float32")
+
 # 2. a batch that does not split into the micro-batches: the same error on every rank
 model = build(gpipe, mlp)
 try:

@@ -2,11 +2,12 @@
 
 The same final weights, logs, evaluation and predictions as one device (a small MLP
 and a small CNN; SGD and Adam; GPipe and 1F1B; a last batch that runs in fewer
-micro-batches); a batch that does not split into micro-batches refused on every
-rank; BackupAndRestore folders (every stage its part, through DCP) resumed at the
-exact step; whole ``get_weights`` on every rank; a consolidated ``model.save`` file
-and a ModelCheckpoint folder read by ``mirrorfit.load_model`` on one device. Then,
-in this process, that backup refused by a pipeline of another stage count."""
+micro-batches; float16 skipping an overflowing step on both stages); a batch that
+does not split into micro-batches refused on every rank; BackupAndRestore folders
+(every stage its part, through DCP) resumed at the exact step; whole ``get_weights``
+on every rank; a consolidated ``model.save`` file and a ModelCheckpoint folder read
+by ``mirrorfit.load_model`` on one device. Then, in this process, that backup
+refused by a pipeline of another stage count."""
 
 from __future__ import annotations
 
@@ -68,6 +69,14 @@ def test_two_stages_train_like_one_device(run, config):
                                                                  ref["evaluate"].items()}
             assert logs["accuracy"] == expected["accuracy"]  # exact counts
             assert logs["loss"] == pytest.approx(expected["loss"], rel=1e-6)
+
+
+def test_float16_skips_the_overflowing_step_on_every_stage(run):
+    out, lines, _ = run
+    for rank, line in enumerate(lines):
+        assert line["fp16_scales_pipe"] == line["fp16_scales_one"]
+        assert line["fp16_scales_pipe"][0] == 32768.0  # halved from 65536 at the first step
+        _close(_arrays(out, "fp16.pipe", rank), _arrays(out, "fp16.one"), atol=1e-3)
 
 
 def test_a_batch_that_does_not_split_into_microbatches_is_refused_everywhere(run):

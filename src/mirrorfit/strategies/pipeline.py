@@ -116,7 +116,7 @@ class PipelineStrategy(WorkerStrategy, ShardedState):
         self._mesh: DeviceMesh | None = None
         self._owned: dict[int, frozenset[str]] = {}  # id(module) -> this stage's keys
         self._pipes: list[_Stage] = []  # every model set up here, newest last
-        self._current: tuple[StepInputs, float, list[torch.Tensor]] | None = None
+        self._current: tuple[StepInputs, float, list[torch.Tensor], Any] | None = None
         super().__init__(stages * replicas, port=port, timeout=timeout, num_threads=num_threads,
                          max_restarts=max_restarts)
         if self._pending_launch is None:
@@ -157,12 +157,12 @@ class PipelineStrategy(WorkerStrategy, ShardedState):
         and point ``optimizer`` at the stage's parameters.
 
         Raises:
-            ValueError: a module that cannot be cut (see ``pipeline_split``), a mixed
-                precision policy, ``jit_compile`` or ``global_clipnorm`` (not supported).
+            ValueError: a module that cannot be cut (see ``pipeline_split``),
+                ``jit_compile`` (not supported), float16 with a stage without parameters.
         """
         self._check_started()
-        _check_supported(precision_mod.canonical_name(self.precision_policy or precision),
-                         clipping, jit_compile)
+        policy = precision_mod.canonical_name(self.precision_policy or precision)
+        _check_supported(policy, jit_compile)
         bounds = pipeline_split.stage_bounds(module, self.stages, self.split_points)
         before = {id(p): name for name, p in module.named_parameters()}
         group_names = [[before[id(p)] for p in g["params"]] for g in optimizer.param_groups]
@@ -175,9 +175,14 @@ class PipelineStrategy(WorkerStrategy, ShardedState):
         stage = pipeline_split.stage_module(module, bounds[index]).to(self._device)
         optimizers_mod.rebind(optimizer, before, dict(stage.named_parameters()))
         owned = frozenset(stage.state_dict())
+        if precision_mod.POLICIES[policy] is torch.float16 and next(stage.parameters(), None) \
+                is None and self.stages > 1:
+            # every stage must take part in the agreement on a skipped float16 step
+            raise ValueError(f"Stage {index} ({list(stage._modules)}) holds no parameters; under "
+                             f"{policy!r} every stage needs some. Move the split points.")
         self._owned[id(module)] = owned
         setup = Setup(module, stage, stage, optimizer,
-                      precision_mod.resolve("float32", self._device), clipping or Clipping())
+                      precision_mod.resolve(policy, self._device), clipping or Clipping())
         pipe = _Stage(index, bounds, owned, group_names,
                       {id(p): n for n, p in stage.named_parameters()})
         setup.private["pipeline"] = pipe
@@ -216,11 +221,12 @@ class PipelineStrategy(WorkerStrategy, ShardedState):
     def _chunk_loss(self, output: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         """One chunk's loss on the last stage; ``index`` picks the chunk's targets."""
         assert self._current is not None
-        inputs, factor, losses = self._current
+        inputs, factor, losses, scaler = self._current
         sw = inputs.sw[index] if inputs.sw is not None else None
         loss = inputs.loss(output, _take(inputs.y, index), sw)
         losses.append(loss.detach())
-        return loss * factor
+        # float16: the GradScaler's scale, as precision.backward applies it on one device
+        return loss * factor if scaler is None else scaler.scale(loss * factor)
 
     # --- one step -------------------------------------------------------------------------
     def forward_backward(self, setup: Setup, inputs: StepInputs,
@@ -239,9 +245,17 @@ class PipelineStrategy(WorkerStrategy, ShardedState):
         self._check_batch(self._pipe(setup), n)
         schedule, chunks = self._scheduler(setup, n, train=True)
         losses: list[torch.Tensor] = []
-        self._current = (inputs, scale / chunks, losses)
+        scaler = getattr(setup.precision, "scaler", None)
+        if scaler is not None and self.stage != self.stages - 1:
+            # GradScaler starts its scale on the first scale() call, which only the last
+            # stage makes (it has the loss); unscale_ refuses a scaler that never scaled
+            scaler.scale(torch.zeros((), device=self._device))
+        self._current = (inputs, scale / chunks, losses, scaler)
         try:
-            out = self._run(schedule, inputs.x, torch.arange(n, device=self._device))
+            # autocast around the whole schedule: each stage's forward runs in the
+            # policy's type (bfloat16), as the same layers would on one device
+            with setup.precision.forward_context():
+                out = self._run(schedule, inputs.x, torch.arange(n, device=self._device))
         finally:
             self._current = None
         if self.stage != self.stages - 1:
@@ -256,7 +270,8 @@ class PipelineStrategy(WorkerStrategy, ShardedState):
         if self.stages == 1:
             return super().forward(setup, inputs)
         schedule, _ = self._scheduler(setup, _batch_size(inputs.x), train=False)
-        out = self._run(schedule, inputs.x, None)
+        with setup.precision.forward_context():
+            out = self._run(schedule, inputs.x, None)
         last = self.stage == self.stages - 1
         if inputs.y is None:  # predict: every rank returns the outputs
             box = [out.detach().cpu() if last else None]
@@ -267,7 +282,8 @@ class PipelineStrategy(WorkerStrategy, ShardedState):
             return None, received.to(self._device)
         if not last:
             return None, None
-        return inputs.loss(out, inputs.y, inputs.sw), out
+        with setup.precision.forward_context():
+            return inputs.loss(out, inputs.y, inputs.sw), out
 
     def _run(self, schedule: Any, x: Any, target: torch.Tensor | None) -> Any:
         args = (x,) if self.stage == 0 else ()
@@ -303,6 +319,33 @@ class PipelineStrategy(WorkerStrategy, ShardedState):
                     g.copy_(flat[offset:offset + g.numel()].view_as(g))
                     offset += g.numel()
         return super().optimizer_step(setup)
+
+    def agree_found_inf(self, flag: torch.Tensor) -> None:
+        """Each stage checks its own gradients for inf/NaN: the maximum over all ranks."""
+        if self.distributed:
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+
+    def clip_gradients(self, setup: Setup) -> None:
+        """Keras's clipping; ``global_clipnorm`` takes the norm over every stage's
+        gradients (one all-reduce over the pp axis), as ``clip_grad_norm_`` does on one
+        device (the same coefficient ``max / (norm + 1e-6)``, at most 1)."""
+        clip = setup.clipping
+        if clip.global_clipnorm is None or self.stages == 1:
+            super().clip_gradients(setup)
+            return
+        grads = [p.grad for g in setup.optimizer.param_groups for p in g["params"]
+                 if p.grad is not None]
+        squares = torch.zeros((), dtype=torch.float32, device=self._device)
+        for g in grads:
+            squares += torch.linalg.vector_norm(g).float() ** 2
+        dist.all_reduce(squares, group=self.mesh.get_group("pp"))
+        coefficient = torch.clamp(clip.global_clipnorm / (squares.sqrt() + 1e-6), max=1.0)
+        for g in grads:
+            g.mul_(coefficient.to(g.dtype))
+        if clip.clipvalue is not None and grads:
+            nn.utils.clip_grad_value_([p for g in setup.optimizer.param_groups
+                                       for p in g["params"] if p.grad is not None],
+                                      clip.clipvalue, foreach=True)
 
     def gather(self, tensor: torch.Tensor) -> torch.Tensor:
         """Concatenate ``tensor`` over the replicas (every stage of a replica holds the
@@ -431,16 +474,10 @@ class PipelineStrategy(WorkerStrategy, ShardedState):
                 f"rank={self._rank}, device={self._device})")
 
 
-def _check_supported(policy: str, clipping: Clipping | None, jit_compile: bool) -> None:
-    problems = []
-    if precision_mod.POLICIES[policy] is not None:
-        problems.append(f"mixed precision ({policy!r}; use 'float32')")
+def _check_supported(policy: str, jit_compile: bool) -> None:
     if jit_compile:
-        problems.append("jit_compile=True")
-    if clipping is not None and clipping.global_clipnorm is not None:
-        problems.append("global_clipnorm (clipnorm and clipvalue work)")
-    if problems:
-        raise ValueError(f"PipelineStrategy does not support {', '.join(problems)} yet.")
+        raise ValueError("PipelineStrategy does not support jit_compile=True yet (torch.compile "
+                         "of a stage); compile without it.")
 
 
 def _batch_size(x: Any) -> int:
