@@ -24,7 +24,6 @@ from __future__ import annotations
 import os
 from collections.abc import Collection
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -32,21 +31,17 @@ import torch.distributed as dist
 from torch import nn
 from torch.distributed.checkpoint.state_dict import _init_optim_state
 from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
-from torch.distributed.pipelining import PipelineStage, Schedule1F1B, ScheduleGPipe
 
 from mirrorfit import optimizers as optimizers_mod
 from mirrorfit import precision as precision_mod
 from mirrorfit.checkpoint import sharded as sharded_io
-from mirrorfit.checkpoint.errors import IncompatibleCheckpointError
-from mirrorfit.checkpoint.io import load_checkpoint
+from mirrorfit.strategies import pipeline_checkpoint as folders
+from mirrorfit.strategies import pipeline_schedule as flow
 from mirrorfit.strategies import pipeline_split
 from mirrorfit.strategies import pipeline_state as states
 from mirrorfit.strategies.capabilities import ShardedState
 from mirrorfit.strategies.setup import Clipping, Setup, StepInputs
-from mirrorfit.strategies.sharded import _check_shapes  # the same check as sharded folders
 from mirrorfit.strategies.workers import WorkerStrategy
-
-SCHEDULES = {"gpipe": ScheduleGPipe, "1f1b": Schedule1F1B}
 
 
 @dataclass
@@ -104,9 +99,9 @@ class PipelineStrategy(WorkerStrategy, ShardedState):
                             ("replicas", replicas)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"PipelineStrategy({name}={value!r}): expected an integer >= 1.")
-        if schedule not in SCHEDULES:
+        if schedule not in flow.SCHEDULES:
             raise ValueError(f"PipelineStrategy(schedule={schedule!r}): expected one of "
-                             f"{sorted(SCHEDULES)}.")
+                             f"{sorted(flow.SCHEDULES)}.")
         if schedule == "1f1b" and microbatches < stages:
             raise ValueError(f"PipelineStrategy(schedule='1f1b') needs microbatches >= stages; "
                              f"received microbatches={microbatches}, stages={stages}. Raise "
@@ -162,7 +157,7 @@ class PipelineStrategy(WorkerStrategy, ShardedState):
         """
         self._check_started()
         policy = precision_mod.canonical_name(self.precision_policy or precision)
-        _check_supported(policy, jit_compile)
+        _check_supported(jit_compile)
         bounds = pipeline_split.stage_bounds(module, self.stages, self.split_points)
         before = {id(p): name for name, p in module.named_parameters()}
         group_names = [[before[id(p)] for p in g["params"]] for g in optimizer.param_groups]
@@ -195,35 +190,23 @@ class PipelineStrategy(WorkerStrategy, ShardedState):
         pipe: _Stage = setup.private["pipeline"]
         return pipe
 
-    def _chunks(self, n: int) -> int:
-        """The most chunks, up to ``microbatches``, that split ``n`` samples evenly."""
-        return max(c for c in range(1, min(self.microbatches, max(n, 1)) + 1) if n % c == 0)
-
     def _scheduler(self, setup: Setup, n: int, train: bool) -> tuple[Any, int]:
-        """The schedule for a share of ``n`` samples (one per size: torch's stages infer
-        the shapes they exchange on their first step and keep them)."""
+        """The schedule for a share of ``n`` samples, and its chunk count."""
         pipe = self._pipe(setup)
-        chunks = self._chunks(n)
-        key = (n, chunks, train)
+        n_chunks = flow.chunks(n, self.microbatches)
+        key = (n, n_chunks, train)
         if key not in pipe.schedules:
-            pp_group = self.mesh.get_group("pp")
-            stage = PipelineStage(setup.placed, pipe.index, self.stages, self._device,
-                                  group=pp_group)
-            # 1F1B needs chunks >= stages: a small last batch (and evaluation, which has
-            # no backward to interleave) runs GPipe, whose arithmetic is the same
-            kind = SCHEDULES[self.schedule] if train and chunks >= self.stages else ScheduleGPipe
-            # scale_grads=False: the chunk losses are scaled by 1/chunks here, so gradients
-            # accumulated over steps_per_update batches are not divided again
-            pipe.schedules[key] = kind(stage, chunks, loss_fn=self._chunk_loss if train else None,
-                                       scale_grads=False)
-        return pipe.schedules[key], chunks
+            pipe.schedules[key] = flow.build(setup.placed, pipe.index, self.stages, self._device,
+                                             self.mesh.get_group("pp"), n_chunks, self.schedule,
+                                             self._chunk_loss if train else None)
+        return pipe.schedules[key], n_chunks
 
     def _chunk_loss(self, output: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         """One chunk's loss on the last stage; ``index`` picks the chunk's targets."""
         assert self._current is not None
         inputs, factor, losses, scaler = self._current
         sw = inputs.sw[index] if inputs.sw is not None else None
-        loss = inputs.loss(output, _take(inputs.y, index), sw)
+        loss = inputs.loss(output, flow.take(inputs.y, index), sw)
         losses.append(loss.detach())
         # float16: the GradScaler's scale, as precision.backward applies it on one device
         return loss * factor if scaler is None else scaler.scale(loss * factor)
@@ -241,8 +224,10 @@ class PipelineStrategy(WorkerStrategy, ShardedState):
         """
         if self.stages == 1:
             return super().forward_backward(setup, inputs, scale)
-        n = _batch_size(inputs.x)
-        self._check_batch(self._pipe(setup), n)
+        n = flow.batch_size(inputs.x)
+        pipe = self._pipe(setup)
+        flow.check_share(n, pipe.full_batch or 0, self.microbatches, self.num_replicas_in_sync)
+        pipe.full_batch = max(pipe.full_batch or 0, n)
         schedule, chunks = self._scheduler(setup, n, train=True)
         losses: list[torch.Tensor] = []
         scaler = getattr(setup.precision, "scaler", None)
@@ -255,7 +240,8 @@ class PipelineStrategy(WorkerStrategy, ShardedState):
             # autocast around the whole schedule: each stage's forward runs in the
             # policy's type (bfloat16), as the same layers would on one device
             with setup.precision.forward_context():
-                out = self._run(schedule, inputs.x, torch.arange(n, device=self._device))
+                out = flow.run(schedule, self.stage, self.stages, inputs.x,
+                               torch.arange(n, device=self._device))
         finally:
             self._current = None
         if self.stage != self.stages - 1:
@@ -269,9 +255,9 @@ class PipelineStrategy(WorkerStrategy, ShardedState):
         output on the last stage; prediction's output (no targets) on every stage."""
         if self.stages == 1:
             return super().forward(setup, inputs)
-        schedule, _ = self._scheduler(setup, _batch_size(inputs.x), train=False)
+        schedule, _ = self._scheduler(setup, flow.batch_size(inputs.x), train=False)
         with setup.precision.forward_context():
-            out = self._run(schedule, inputs.x, None)
+            out = flow.run(schedule, self.stage, self.stages, inputs.x, None)
         last = self.stage == self.stages - 1
         if inputs.y is None:  # predict: every rank returns the outputs
             box = [out.detach().cpu() if last else None]
@@ -285,39 +271,11 @@ class PipelineStrategy(WorkerStrategy, ShardedState):
         with setup.precision.forward_context():
             return inputs.loss(out, inputs.y, inputs.sw), out
 
-    def _run(self, schedule: Any, x: Any, target: torch.Tensor | None) -> Any:
-        args = (x,) if self.stage == 0 else ()
-        if self.stage == self.stages - 1 and target is not None:
-            return schedule.step(*args, target=target)
-        return schedule.step(*args)
-
-    def _check_batch(self, pipe: _Stage, n: int) -> None:
-        """A share that does not split into ``microbatches`` is an error unless it is
-        smaller than a share already trained on (a last partial batch, which runs in
-        fewer equal chunks: the same arithmetic)."""
-        largest = pipe.full_batch or 0
-        pipe.full_batch = max(largest, n)
-        if n % self.microbatches and n >= largest:
-            size = n * self.num_replicas_in_sync
-            raise ValueError(
-                f"PipelineStrategy(microbatches={self.microbatches}) splits each replica's "
-                f"share of a batch into equal chunks; a batch of {size} samples gives shares "
-                f"of {n}. Use a batch_size divisible by "
-                f"{self.microbatches * self.num_replicas_in_sync}, or change microbatches.")
-
     def optimizer_step(self, setup: Setup) -> bool:
         """Average each stage's gradients over its replicas (the ``dp`` axis), then step."""
         if self._dp_world not in (None, 1):
-            grads = [p.grad for g in setup.optimizer.param_groups for p in g["params"]
-                     if p.grad is not None]
-            if grads:
-                flat = torch.cat([g.reshape(-1) for g in grads])
-                dist.all_reduce(flat, group=self.mesh.get_group("dp"))
-                flat.div_(self.num_replicas_in_sync)
-                offset = 0
-                for g in grads:
-                    g.copy_(flat[offset:offset + g.numel()].view_as(g))
-                    offset += g.numel()
+            states.average_over(_grads(setup), self.mesh.get_group("dp"),
+                                self.num_replicas_in_sync)
         return super().optimizer_step(setup)
 
     def agree_found_inf(self, flag: torch.Tensor) -> None:
@@ -327,25 +285,15 @@ class PipelineStrategy(WorkerStrategy, ShardedState):
 
     def clip_gradients(self, setup: Setup) -> None:
         """Keras's clipping; ``global_clipnorm`` takes the norm over every stage's
-        gradients (one all-reduce over the pp axis), as ``clip_grad_norm_`` does on one
-        device (the same coefficient ``max / (norm + 1e-6)``, at most 1)."""
+        gradients (one all-reduce over the pp axis), as on one device."""
         clip = setup.clipping
         if clip.global_clipnorm is None or self.stages == 1:
             super().clip_gradients(setup)
             return
-        grads = [p.grad for g in setup.optimizer.param_groups for p in g["params"]
-                 if p.grad is not None]
-        squares = torch.zeros((), dtype=torch.float32, device=self._device)
-        for g in grads:
-            squares += torch.linalg.vector_norm(g).float() ** 2
-        dist.all_reduce(squares, group=self.mesh.get_group("pp"))
-        coefficient = torch.clamp(clip.global_clipnorm / (squares.sqrt() + 1e-6), max=1.0)
-        for g in grads:
-            g.mul_(coefficient.to(g.dtype))
-        if clip.clipvalue is not None and grads:
-            nn.utils.clip_grad_value_([p for g in setup.optimizer.param_groups
-                                       for p in g["params"] if p.grad is not None],
-                                      clip.clipvalue, foreach=True)
+        states.clip_global_norm(_grads(setup), clip.global_clipnorm, self.mesh.get_group("pp"))
+        if clip.clipvalue is not None:  # clip_grad_value_ takes the parameters
+            params = [p for g in setup.optimizer.param_groups for p in g["params"]]
+            nn.utils.clip_grad_value_(params, clip.clipvalue, foreach=True)
 
     def gather(self, tensor: torch.Tensor) -> torch.Tensor:
         """Concatenate ``tensor`` over the replicas (every stage of a replica holds the
@@ -404,15 +352,8 @@ class PipelineStrategy(WorkerStrategy, ShardedState):
     def save_sharded(self, state: dict[str, Any], path: str | os.PathLike[str],
                      kind: str = "backup") -> None:
         """Every stage writes its tensors into one DCP folder, with the stage count."""
-        sharded, rest = sharded_io.split(state)
-        sharded = dict(sharded)
-        if "module" in sharded:
-            sharded["module"] = states.real_only(sharded["module"])
-        if "optimizer" in sharded:
-            sharded["optimizer"] = states.with_all_names(sharded["optimizer"],
-                                                         self._group_names(sharded))
-        rest["pipeline"] = {"stages": self.stages}
-        sharded_io.save(sharded_io.join(sharded, rest), path, kind)
+        sharded, _ = sharded_io.split(state)
+        folders.save(state, path, kind, self.stages, self._group_names(sharded))
 
     def load_sharded(self, template: dict[str, Any], path: str | os.PathLike[str],
                      kinds: Collection[str] = ("backup",)) -> dict[str, Any]:
@@ -422,23 +363,9 @@ class PipelineStrategy(WorkerStrategy, ShardedState):
             IncompatibleCheckpointError: a checkpoint of another stage count.
             MismatchedCheckpointError: another architecture (nothing is loaded).
         """
-        self._check_stage_count(path, kinds)
-        sharded, rest = sharded_io.split(template)
-        module = sharded.get("module", {})
-        mine = dict(sharded)
-        mine["module"] = states.real_only(module)
-        names = self._group_names(sharded)
-        if "optimizer" in mine:
-            mine["optimizer"] = states.with_all_names(mine["optimizer"], names)
-        source = repr(str(path))
-        loaded = sharded_io.load(sharded_io.join(mine, rest), path, kinds, self._device,
-                                 lambda saved: _check_shapes(module, saved, source))
-        got, rest = sharded_io.split(loaded)
-        got["module"] = {**module, **got.get("module", {})}
-        if "optimizer" in got:
-            owned = frozenset(k for k, v in module.items() if not v.is_meta)
-            got["optimizer"] = states.owned_only(got["optimizer"], owned, names)
-        return sharded_io.join(got, rest)
+        sharded, _ = sharded_io.split(template)
+        return folders.load(template, path, kinds, self._device, self.stages,
+                            self._group_names(sharded))
 
     def _group_names(self, sharded: dict[str, Any]) -> list[list[str]]:
         """The optimizer groups (whole-model names) of the model whose state ``sharded`` is.
@@ -455,44 +382,18 @@ class PipelineStrategy(WorkerStrategy, ShardedState):
                                "compiled inside its scope(); compile the model there first.")
         return self._pipes[-1].group_names
 
-    def _check_stage_count(self, path: str | os.PathLike[str], kinds: Collection[str]) -> None:
-        folder = Path(path)
-        if not sharded_io.is_sharded(folder):
-            return  # sharded_io.load says what is wrong
-        rest = load_checkpoint(folder / sharded_io.REST_FILE, kinds, map_location="cpu")
-        saved = rest.get("pipeline", {}).get("stages")
-        if saved != self.stages:
-            raise IncompatibleCheckpointError(
-                f"{str(folder)!r} was written by {'a PipelineStrategy with ' if saved else ''}"
-                f"{saved or 'another strategy, not'} {'stages' if saved else 'a pipeline'}; this "
-                f"PipelineStrategy has stages={self.stages}. Resume with the stage count it "
-                "was saved with (a consolidated model.save file loads anywhere).")
-
     def __repr__(self) -> str:
         return (f"PipelineStrategy(stages={self.stages}, replicas={self.num_replicas_in_sync}, "
                 f"microbatches={self.microbatches}, schedule={self.schedule!r}, "
                 f"rank={self._rank}, device={self._device})")
 
 
-def _check_supported(policy: str, jit_compile: bool) -> None:
+def _check_supported(jit_compile: bool) -> None:
     if jit_compile:
         raise ValueError("PipelineStrategy does not support jit_compile=True yet (torch.compile "
                          "of a stage); compile without it.")
 
 
-def _batch_size(x: Any) -> int:
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"PipelineStrategy feeds the first stage one tensor per batch; received "
-                        f"{type(x).__name__}. Pass x as one array.")
-    return int(x.shape[0])
-
-
-def _take(value: Any, index: torch.Tensor) -> Any:
-    """Rows ``index`` of a target (a tensor, or a dict/tuple of them)."""
-    if isinstance(value, torch.Tensor):
-        return value[index]
-    if isinstance(value, dict):
-        return {k: _take(v, index) for k, v in value.items()}
-    if isinstance(value, (tuple, list)):
-        return type(value)(_take(v, index) for v in value)
-    return value
+def _grads(setup: Setup) -> list[torch.Tensor]:
+    return [p.grad for g in setup.optimizer.param_groups for p in g["params"]
+            if p.grad is not None]

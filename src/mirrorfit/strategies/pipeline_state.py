@@ -18,6 +18,7 @@ from collections.abc import Collection, Sequence
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
 
@@ -88,3 +89,29 @@ def to_cpu(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: to_cpu(v) for k, v in value.items()}
     return value
+
+
+def average_over(grads: Sequence[torch.Tensor], group: Any, replicas: int) -> None:
+    """Average ``grads`` in place over the ranks of ``group`` (one all-reduce)."""
+    if not grads:
+        return
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat, group=group)
+    flat.div_(replicas)
+    offset = 0
+    for g in grads:
+        g.copy_(flat[offset:offset + g.numel()].view_as(g))
+        offset += g.numel()
+
+
+def clip_global_norm(grads: Sequence[torch.Tensor], max_norm: float, group: Any) -> None:
+    """Scale ``grads`` (this stage's) so that the norm over every stage of ``group`` is
+    at most ``max_norm``: ``clip_grad_norm_``'s coefficient ``max / (norm + 1e-6)``,
+    at most 1, with the squares summed over the stages by one all-reduce."""
+    squares = torch.zeros((), dtype=torch.float32, device=grads[0].device if grads else "cpu")
+    for g in grads:
+        squares += torch.linalg.vector_norm(g).float() ** 2
+    dist.all_reduce(squares, group=group)
+    coefficient = torch.clamp(max_norm / (squares.sqrt() + 1e-6), max=1.0)
+    for g in grads:
+        g.mul_(coefficient.to(g.dtype))
