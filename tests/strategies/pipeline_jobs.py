@@ -89,6 +89,12 @@ for label, s in (("pipe", gpipe), ("one", ONE)):
     save(f"fp16.{label}", model.get_weights())
 mirrorfit.mixed_precision.set_global_policy("float32")
 
+# each worker keeps its stage's parameters; the other stage's are meta tensors
+model = build(gpipe, mlp)
+line["real_params"] = [n for n, p in model.training_context.module.named_parameters()
+                       if not p.is_meta]
+line["optimizer_params"] = sum(len(g["params"]) for g in model.optimizer.param_groups)
+
 # 2. a batch that does not split into the micro-batches: the same error on every rank
 model = build(gpipe, mlp)
 try:
@@ -140,7 +146,8 @@ model.fit(x, y, batch_size=16, epochs=3, verbose=0, seed=SEED,
           callbacks=[BackupAndRestore(backup)])
 save("resumed", model.get_weights())
 reference = build(ONE, mlp)
-reference.fit(x, y, batch_size=16, epochs=3, verbose=0, seed=SEED)
+line["reference_history"] = reference.fit(x, y, batch_size=16, epochs=3, verbose=0,
+                                          seed=SEED).history
 save("reference", reference.get_weights())
 # the files on one device (no strategy in scope: the default, one device)
 loaded = mirrorfit.load_model(os.path.join(out, "full.pt"), mlp())
@@ -179,6 +186,11 @@ def build(s):
 line = {"rank": strategy.rank, "stage": strategy.stage, "replica": strategy.replica.rank,
         "replicas": strategy.num_replicas_in_sync}
 for label, s in (("pipe", strategy), ("one", mirrorfit.OneDeviceStrategy("cpu"))):
+    model = build(s)
+    # 41 samples at batch 8: the last step has 1 sample and replica 1 an empty share (a
+    # weight-0 dummy sample that still runs through its stages)
+    model.fit(x[:41], y[:41], batch_size=8, epochs=1, verbose=0, seed=5)
+    np.savez(os.path.join(out, f"dp.tail.{label}.{strategy.rank}.npz"), *model.get_weights())
     model = build(s)
     history = model.fit(x, y, batch_size=16, epochs=2, verbose=0, seed=5)
     # the last evaluation and prediction batches hold 1 sample: replica 1's share is empty

@@ -79,6 +79,21 @@ def test_float16_skips_the_overflowing_step_on_every_stage(run):
         _close(_arrays(out, "fp16.pipe", rank), _arrays(out, "fp16.one"), atol=1e-3)
 
 
+def test_each_worker_keeps_its_own_stage(run):
+    _, lines, _ = run
+    # MLP children 112 | 0 | 272 | 0 | 51 parameters: the 272-parameter Linear starts stage 2
+    assert lines[0]["real_params"] == ["0.weight", "0.bias"]
+    assert lines[1]["real_params"] == ["2.weight", "2.bias", "4.weight", "4.bias"]
+    assert [line["optimizer_params"] for line in lines] == [2, 4]
+
+
+def test_the_progress_bar_shows_the_last_stages_values(run):
+    _, lines, stdout = run
+    # worker 0 (stage 1, no outputs) prints the global logs, which are the last stage's
+    epoch1 = lines[0]["reference_history"]
+    assert f"loss: {epoch1['loss'][0]:.4f} - accuracy: {epoch1['accuracy'][0]:.4f}" in stdout
+
+
 def test_a_batch_that_does_not_split_into_microbatches_is_refused_everywhere(run):
     _, lines, _ = run
     for line in lines:
@@ -126,8 +141,8 @@ def test_a_backup_of_another_stage_count_is_refused(run):
 @pytest.mark.slow
 def test_two_stages_times_two_replicas_train_like_one_device(tmp_path):
     """A 2-D mesh on 4 workers: ranks 0, 1 are replica 0's stages, ranks 2, 3 replica 1's;
-    the stages' gradients are averaged over the dp axis; evaluation and prediction with
-    an empty share (the last batch holds 1 sample) are exact and in input order."""
+    the stages' gradients are averaged over the dp axis; training, evaluation and
+    prediction with an empty share (the last batch holds 1 sample) are one device's."""
     script = write_script(tmp_path, pipeline_jobs.DATA_PARALLEL, "dp.py")
     env = clean_env(PYTHONPATH=os.pathsep.join([str(REPO / "src"), str(REPO)]))
     res = run_python(script, str(tmp_path), env=env, timeout=300)
@@ -136,8 +151,10 @@ def test_two_stages_times_two_replicas_train_like_one_device(tmp_path):
     assert [(r["stage"], r["replica"], r["replicas"]) for r in lines] == [
         (0, 0, 2), (1, 0, 2), (0, 1, 2), (1, 1, 2)]
     one = _arrays(tmp_path, "dp.one")  # weights, then the predictions
+    tail = _arrays(tmp_path, "dp.tail.one")
     for line in lines:
         _close(_arrays(tmp_path, "dp.pipe", line["rank"]), one)
+        _close(_arrays(tmp_path, "dp.tail.pipe", line["rank"]), tail)  # an empty share
         assert line["pipe"]["evaluate"]["accuracy"] == line["one"]["evaluate"]["accuracy"]
         assert line["pipe"]["evaluate"]["loss"] == pytest.approx(line["one"]["evaluate"]["loss"],
                                                                  rel=1e-6)
