@@ -11,7 +11,10 @@ refused by a pipeline of another stage count."""
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -139,15 +142,25 @@ def test_a_backup_of_another_stage_count_is_refused(run):
 
 
 @pytest.mark.slow
-def test_two_stages_times_two_replicas_train_like_one_device(tmp_path):
+@pytest.mark.parametrize("launcher", ["self", "torchrun"])
+def test_two_stages_times_two_replicas_train_like_one_device(tmp_path, launcher):
     """A 2-D mesh on 4 workers: ranks 0, 1 are replica 0's stages, ranks 2, 3 replica 1's;
     the stages' gradients are averaged over the dp axis; training, evaluation and
-    prediction with an empty share (the last batch holds 1 sample) are one device's."""
+    prediction with an empty share (the last batch holds 1 sample) are one device's.
+    Started by the strategy itself, or joined under torchrun."""
     script = write_script(tmp_path, pipeline_jobs.DATA_PARALLEL, "dp.py")
     env = clean_env(PYTHONPATH=os.pathsep.join([str(REPO / "src"), str(REPO)]))
-    res = run_python(script, str(tmp_path), env=env, timeout=300)
-    assert res.returncode == 0, res.stderr[-3000:]
-    lines = sorted(res.json_lines(), key=lambda r: r["rank"])
+    if launcher == "self":
+        res = run_python(script, str(tmp_path), env=env, timeout=300)
+        returncode, stdout, stderr = res.returncode, res.stdout, res.stderr
+    else:
+        proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                               "--nproc-per-node", "4", str(script), str(tmp_path)],
+                              capture_output=True, text=True, timeout=300, env=env)
+        returncode, stdout, stderr = proc.returncode, proc.stdout, proc.stderr
+    assert returncode == 0, stderr[-3000:]
+    lines = sorted((json.loads(line[5:]) for line in stdout.splitlines()
+                    if line.startswith("JSON ")), key=lambda r: r["rank"])
     assert [(r["stage"], r["replica"], r["replicas"]) for r in lines] == [
         (0, 0, 2), (1, 0, 2), (0, 1, 2), (1, 1, 2)]
     one = _arrays(tmp_path, "dp.one")  # weights, then the predictions
@@ -161,3 +174,18 @@ def test_two_stages_times_two_replicas_train_like_one_device(tmp_path):
         assert line["pipe"]["history"]["accuracy"] == line["one"]["history"]["accuracy"]
         assert line["pipe"]["history"]["loss"] == pytest.approx(line["one"]["history"]["loss"],
                                                                 rel=1e-6)
+
+
+@pytest.mark.slow
+def test_a_world_that_is_not_a_multiple_of_the_stages_is_refused_on_every_rank(tmp_path):
+    """torchrun starts 3 workers for a 2-stage pipeline: each says what to change."""
+    script = write_script(tmp_path, "import mirrorfit\n"
+                          "mirrorfit.PipelineStrategy(stages=2)\n", "bad.py")
+    env = clean_env(PYTHONPATH=os.pathsep.join([str(REPO / "src"), str(REPO)]))
+    res = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                          "--nproc-per-node", "3", str(script)],
+                         capture_output=True, text=True, timeout=300, env=env)
+    assert res.returncode != 0
+    message = ("PipelineStrategy(stages=2) needs a world of a multiple of 2 workers; this job "
+               "has 3. Start stages x replicas workers, or change stages.")
+    assert message in res.stderr

@@ -35,6 +35,7 @@ from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
 from mirrorfit import optimizers as optimizers_mod
 from mirrorfit import precision as precision_mod
 from mirrorfit.checkpoint import sharded as sharded_io
+from mirrorfit.cluster import detect_environment
 from mirrorfit.strategies import pipeline_checkpoint as folders
 from mirrorfit.strategies import pipeline_schedule as flow
 from mirrorfit.strategies import pipeline_split
@@ -112,7 +113,10 @@ class PipelineStrategy(WorkerStrategy, ShardedState):
         self._owned: dict[int, frozenset[str]] = {}  # id(module) -> this stage's keys
         self._pipes: list[_Stage] = []  # every model set up here, newest last
         self._current: tuple[StepInputs, float, list[torch.Tensor], Any] | None = None
-        super().__init__(stages * replicas, port=port, timeout=timeout, num_threads=num_threads,
+        # started here: stages x replicas workers; under torchrun, SLURM or `mirrorfit run`
+        # the launcher's world decides (checked against the stages in _place)
+        workers = stages * replicas if detect_environment().name == "local" else None
+        super().__init__(workers, port=port, timeout=timeout, num_threads=num_threads,
                          max_restarts=max_restarts)
         if self._pending_launch is None:
             self._place()
