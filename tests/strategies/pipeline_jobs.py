@@ -74,6 +74,19 @@ for name, arch, data, optimizer, schedule in (
         save(f"{name}.{label}.pred", [model.predict(data[0][:33], batch_size=8)])
     line[name] = got
 
+# sequences of another length: each input shape gets its own stages (torch's stages keep
+# the shapes they inferred on their first step)
+codes = rng.integers(0, 10, size=(8, 7)).astype("int64")
+for label, s in (("pipe", gpipe), ("one", ONE)):
+    torch.manual_seed(0)
+    with s.scope():
+        model = mirrorfit.Model(nn.Sequential(nn.Embedding(10, 8), nn.Linear(8, 3)))
+        model.compile("sgd", mirrorfit.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(codes[:, :5], codes[:, 1:6] % 3, batch_size=4, epochs=1, verbose=0, seed=SEED)
+    model.fit(codes[:, :6], codes[:, 1:7] % 3, batch_size=4, epochs=1, verbose=0, seed=SEED)
+    save(f"lengths.{label}", [*model.get_weights(), model.predict(codes[:, :5], batch_size=4),
+                              model.predict(codes, batch_size=4)])
+
 # float16: an overflowing sample (the first batch) skips that step on both stages, with
 # one device's loss scales and weights
 x16 = x.copy()

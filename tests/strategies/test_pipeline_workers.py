@@ -74,6 +74,12 @@ def test_two_stages_train_like_one_device(run, config):
             assert logs["loss"] == pytest.approx(expected["loss"], rel=1e-6)
 
 
+def test_inputs_of_another_length_get_their_own_stages(run):
+    out, _, _ = run
+    for rank in range(2):  # weights after 2 lengths, then predictions at 2 more
+        _close(_arrays(out, "lengths.pipe", rank), _arrays(out, "lengths.one"))
+
+
 def test_float16_skips_the_overflowing_step_on_every_stage(run):
     out, lines, _ = run
     for rank, line in enumerate(lines):

@@ -54,7 +54,7 @@ class _Stage:
     owned: frozenset[str]  # state_dict keys of this stage's children
     group_names: list[list[str]]  # the optimizer's groups over the whole model, by name
     param_names: dict[int, str]  # id(parameter) -> name, this stage's parameters
-    schedules: dict[tuple[int, int, bool], Any] = field(default_factory=dict)
+    schedules: dict[tuple[Any, ...], Any] = field(default_factory=dict)
     full_batch: int | None = None  # the largest training share so far
 
 
@@ -194,11 +194,13 @@ class PipelineStrategy(WorkerStrategy, ShardedState):
         pipe: _Stage = setup.private["pipeline"]
         return pipe
 
-    def _scheduler(self, setup: Setup, n: int, train: bool) -> tuple[Any, int]:
-        """The schedule for a share of ``n`` samples, and its chunk count."""
+    def _scheduler(self, setup: Setup, x: torch.Tensor, train: bool) -> tuple[Any, int]:
+        """The schedule for a share ``x``, and its chunk count: one per input shape and
+        type (torch's stages infer the shapes they exchange on their first step, so a
+        new sequence length needs a new stage too)."""
         pipe = self._pipe(setup)
-        n_chunks = flow.chunks(n, self.microbatches)
-        key = (n, n_chunks, train)
+        n_chunks = flow.chunks(int(x.shape[0]), self.microbatches)
+        key = (tuple(x.shape), x.dtype, n_chunks, train)
         if key not in pipe.schedules:
             pipe.schedules[key] = flow.build(setup.placed, pipe.index, self.stages, self._device,
                                              self.mesh.get_group("pp"), n_chunks, self.schedule,
@@ -232,7 +234,7 @@ class PipelineStrategy(WorkerStrategy, ShardedState):
         pipe = self._pipe(setup)
         flow.check_share(n, pipe.full_batch or 0, self.microbatches, self.num_replicas_in_sync)
         pipe.full_batch = max(pipe.full_batch or 0, n)
-        schedule, chunks = self._scheduler(setup, n, train=True)
+        schedule, chunks = self._scheduler(setup, inputs.x, train=True)
         losses: list[torch.Tensor] = []
         scaler = getattr(setup.precision, "scaler", None)
         if scaler is not None and self.stage != self.stages - 1:
@@ -259,7 +261,8 @@ class PipelineStrategy(WorkerStrategy, ShardedState):
         output on the last stage; prediction's output (no targets) on every stage."""
         if self.stages == 1:
             return super().forward(setup, inputs)
-        schedule, _ = self._scheduler(setup, flow.batch_size(inputs.x), train=False)
+        flow.batch_size(inputs.x)  # one tensor, or a TypeError that says so
+        schedule, _ = self._scheduler(setup, inputs.x, train=False)
         with setup.precision.forward_context():
             out = flow.run(schedule, self.stage, self.stages, inputs.x, None)
         last = self.stage == self.stages - 1
