@@ -211,6 +211,32 @@ for label, s in (("pipe", strategy), ("one", mirrorfit.OneDeviceStrategy("cpu"))
         x[:41], y[:41], batch_size=8, verbose=0, return_dict=True)}
     np.savez(os.path.join(out, f"dp.{label}.{strategy.rank}.npz"), *model.get_weights(),
              model.predict(x[:33], batch_size=8))
+
+
+class Interrupted(Exception):
+    pass
+
+
+class InterruptAt(mirrorfit.callbacks.Callback):
+    def on_train_batch_end(self, batch, logs=None):
+        ctx = self.model.training_context
+        if ctx.epoch * 6 + ctx.step == 8:  # after global step 8; the last backup: step 6
+            raise Interrupted
+
+
+# a backup folder written by the 4 workers (each stage's part once, though 2 replicas
+# hold it), resumed at the exact step
+backup = os.path.join(out, "backup")
+model = build(strategy)
+try:
+    model.fit(x, y, batch_size=16, epochs=2, verbose=0, seed=5,
+              callbacks=[InterruptAt(), mirrorfit.callbacks.BackupAndRestore(backup, save_freq=3)])
+except Interrupted:
+    pass
+model = build(strategy)
+model.fit(x, y, batch_size=16, epochs=2, verbose=0, seed=5,
+          callbacks=[mirrorfit.callbacks.BackupAndRestore(backup)])
+np.savez(os.path.join(out, f"dp.resumed.{strategy.rank}.npz"), *model.get_weights())
 sys.stdout.write("JSON " + json.dumps(line) + "\n")
 sys.stdout.flush()
 '''

@@ -152,8 +152,9 @@ def test_a_backup_of_another_stage_count_is_refused(run):
 def test_two_stages_times_two_replicas_train_like_one_device(tmp_path, launcher):
     """A 2-D mesh on 4 workers: ranks 0, 1 are replica 0's stages, ranks 2, 3 replica 1's;
     the stages' gradients are averaged over the dp axis; training, evaluation and
-    prediction with an empty share (the last batch holds 1 sample) are one device's.
-    Started by the strategy itself, or joined under torchrun."""
+    prediction with an empty share (the last batch holds 1 sample) are one device's, so
+    is a run resumed from a backup folder. Started by the strategy itself, or joined
+    under torchrun."""
     script = write_script(tmp_path, pipeline_jobs.DATA_PARALLEL, "dp.py")
     env = clean_env(PYTHONPATH=os.pathsep.join([str(REPO / "src"), str(REPO)]))
     if launcher == "self":
@@ -174,6 +175,8 @@ def test_two_stages_times_two_replicas_train_like_one_device(tmp_path, launcher)
     for line in lines:
         _close(_arrays(tmp_path, "dp.pipe", line["rank"]), one)
         _close(_arrays(tmp_path, "dp.tail.pipe", line["rank"]), tail)  # an empty share
+        # resumed from the backup after global step 6 (one's weights; then its predictions)
+        _close(_arrays(tmp_path, "dp.resumed", line["rank"]), one[:-1])
         assert line["pipe"]["evaluate"]["accuracy"] == line["one"]["evaluate"]["accuracy"]
         assert line["pipe"]["evaluate"]["loss"] == pytest.approx(line["one"]["evaluate"]["loss"],
                                                                  rel=1e-6)
