@@ -29,7 +29,6 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.distributed.checkpoint.state_dict import _init_optim_state
 from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
 
 from mirrorfit import optimizers as optimizers_mod
@@ -75,6 +74,8 @@ class PipelineStrategy(WorkerStrategy, ShardedState):
             2, 3, ...; None cuts where the stages' parameter counts are most even.
         replicas: data-parallel copies of the pipeline (a 2-D mesh ``(dp, pp)``).
         port, timeout, num_threads, max_restarts: as for ``MirroredStrategy``.
+        precision: ``"bf16-mixed"``, ``"16-mixed"`` or ``"32"`` (Keras's names too); None
+            follows ``mirrorfit.mixed_precision.global_policy()``.
 
     Raises:
         ValueError: bad ``stages``, ``microbatches``, ``schedule``, ``replicas`` or
@@ -95,7 +96,8 @@ class PipelineStrategy(WorkerStrategy, ShardedState):
     def __init__(self, stages: int = 2, microbatches: int = 4, schedule: str = "gpipe",
                  split_points: pipeline_split.SplitPoints = None, *, replicas: int = 1,
                  port: int | None = None, timeout: float | None = None,
-                 num_threads: int | None = None, max_restarts: int = 0) -> None:
+                 num_threads: int | None = None, max_restarts: int = 0,
+                 precision: str | None = None) -> None:
         for name, value in (("stages", stages), ("microbatches", microbatches),
                             ("replicas", replicas)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -117,7 +119,7 @@ class PipelineStrategy(WorkerStrategy, ShardedState):
         # the launcher's world decides (checked against the stages in _place)
         workers = stages * replicas if detect_environment().name == "local" else None
         super().__init__(workers, port=port, timeout=timeout, num_threads=num_threads,
-                         max_restarts=max_restarts)
+                         max_restarts=max_restarts, precision=precision)
         if self._pending_launch is None:
             self._place()
 
@@ -322,7 +324,6 @@ class PipelineStrategy(WorkerStrategy, ShardedState):
     def optimizer_state(self, setup: Setup) -> dict[str, Any]:
         """This stage's optimizer state keyed by parameter name (an optimizer that never
         stepped gets zero state first, as ShardedStrategy's, so a checkpoint loads)."""
-        _init_optim_state(setup.optimizer)
         return states.named_optimizer_state(setup.optimizer, self._pipe(setup).param_names)
 
     def load_optimizer_state(self, setup: Setup, state: dict[str, Any]) -> None:
@@ -375,19 +376,8 @@ class PipelineStrategy(WorkerStrategy, ShardedState):
                             self._group_names(sharded))
 
     def _group_names(self, sharded: dict[str, Any]) -> list[list[str]]:
-        """The optimizer groups (whole-model names) of the model whose state ``sharded`` is.
-
-        Raises:
-            RuntimeError: no model was set up by this strategy.
-        """
-        keys = frozenset(k for k, v in sharded.get("module", {}).items() if not v.is_meta)
-        for pipe in reversed(self._pipes):
-            if pipe.owned == keys:
-                return pipe.group_names
-        if not self._pipes:
-            raise RuntimeError("PipelineStrategy saves and loads the checkpoints of models "
-                               "compiled inside its scope(); compile the model there first.")
-        return self._pipes[-1].group_names
+        """The optimizer groups (whole-model names) of the model whose state ``sharded`` is."""
+        return states.group_names_of(sharded, [(p.owned, p.group_names) for p in self._pipes])
 
     def __repr__(self) -> str:
         return (f"PipelineStrategy(stages={self.stages}, replicas={self.num_replicas_in_sync}, "

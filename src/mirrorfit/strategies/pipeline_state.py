@@ -21,6 +21,9 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+# what get_optimizer_state_dict calls to give a fresh optimizer its (zero) state
+from torch.distributed.checkpoint.state_dict import _init_optim_state
+
 
 def real_only(state: dict[str, Any]) -> dict[str, Any]:
     """``state`` without the meta tensors of other stages' layers."""
@@ -34,12 +37,33 @@ def load_owned(module: nn.Module, state: dict[str, Any], owned: Collection[str])
 
 def named_optimizer_state(optimizer: torch.optim.Optimizer,
                           names: dict[int, str]) -> dict[str, Any]:
-    """``optimizer.state_dict()`` keyed by parameter name (``names``: id -> name)."""
+    """``optimizer.state_dict()`` keyed by parameter name (``names``: id -> name); an
+    optimizer that never stepped gets zero state first (as ShardedStrategy's), so that
+    a checkpoint can load into it."""
+    _init_optim_state(optimizer)
     state = optimizer.state_dict()
     flat = [names[id(p)] for g in optimizer.param_groups for p in g["params"]]
     return {"state": {flat[i]: v for i, v in state["state"].items()},
             "param_groups": [{**g, "params": [flat[i] for i in g["params"]]}
                              for g in state["param_groups"]]}
+
+
+def group_names_of(sharded: dict[str, Any],
+                   models: Sequence[tuple[Collection[str], list[list[str]]]]) -> list[list[str]]:
+    """The optimizer groups (whole-model names) of the model among ``models`` (its
+    stage's keys, its groups; newest last) whose state ``sharded`` is.
+
+    Raises:
+        RuntimeError: no model was set up (compiled in the strategy's scope).
+    """
+    keys = frozenset(k for k, v in sharded.get("module", {}).items() if not v.is_meta)
+    for owned, names in reversed(models):
+        if owned == keys:
+            return names
+    if not models:
+        raise RuntimeError("PipelineStrategy saves and loads the checkpoints of models "
+                           "compiled inside its scope(); compile the model there first.")
+    return models[-1][1]
 
 
 def with_all_names(state: dict[str, Any], group_names: Sequence[Sequence[str]]) -> dict[str, Any]:
