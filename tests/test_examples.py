@@ -54,6 +54,22 @@ def test_fashion_mnist_cnn_trains_the_seed_cnn_on_two_workers():
 
 
 @pytest.mark.slow  # `pytest -m slow` runs it
+def test_shakespeare_transformer_trains_in_two_pipeline_stages():
+    res = run_python(REPO / "examples" / "shakespeare_pipeline.py", "--epochs", "1",
+                     "--samples", "512", "--context", "32", "--width", "64", "--generate", "20",
+                     "--schedule", "1f1b", timeout=240)
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = res.stdout
+    # the same model as the sharded example, cut where the stages are most even
+    assert "vocabulary 61, 110,013 parameters, stages of 55,936 + 54,077" in out
+    assert out.count("Epoch 1/1") == 1  # the chief alone prints
+    found = re.search(r"val loss: ([\d.]+) \(a uniform guess: ([\d.]+)\)", out)
+    assert found and float(found.group(1)) < float(found.group(2)) - 0.5, out  # 3.14 vs 4.11
+    assert re.search(r"sample: .{5,}", out, re.S)
+    assert res.stderr.strip() == "", res.stderr
+
+
+@pytest.mark.slow  # `pytest -m slow` runs it
 def test_shakespeare_transformer_trains_sharded_on_two_workers():
     res = run_python(REPO / "examples" / "shakespeare_sharded.py", "--devices", "2",
                      "--epochs", "1", "--samples", "512", "--context", "32", "--width", "64",

@@ -15,11 +15,15 @@ STRATEGIES: dict[str, Callable[[int], mirrorfit.Strategy]] = {
     "one_device": lambda n: mirrorfit.OneDeviceStrategy("cpu"),
     "mirrored": lambda n: mirrorfit.MirroredStrategy(devices=n),
     "sharded": lambda n: mirrorfit.ShardedStrategy(devices=n),
+    # n workers are n stages (one replica); 1: a one-stage pipeline, in this process
+    "pipeline": lambda n: mirrorfit.PipelineStrategy(stages=n, microbatches=4),
 }
 
-#: replica counts the worker tier runs each strategy with (1 is the reference)
-REPLICAS: dict[str, tuple[int, ...]] = {"one_device": (1,), "mirrored": (2,), "sharded": (2,)}
-#: (3 and 4 replicas of MirroredStrategy: tests/invariance/test_replicas.py)
+#: worker counts the worker tier runs each strategy with (1 is the reference); replicas
+#: for the data-parallel ones, stages of one replica for the pipeline (3 and 4 replicas
+#: of MirroredStrategy: tests/invariance/test_replicas.py)
+REPLICAS: dict[str, tuple[int, ...]] = {"one_device": (1,), "mirrored": (2,), "sharded": (2,),
+                                        "pipeline": (2,)}
 
 
 def make_strategy(kind: str, replicas: int) -> mirrorfit.Strategy:
@@ -31,4 +35,4 @@ def capabilities(kind: str) -> set[type]:
     from mirrorfit.strategies.capabilities import BackwardSyncControl, ShardedState
 
     return {"one_device": set(), "mirrored": {BackwardSyncControl},
-            "sharded": {BackwardSyncControl, ShardedState}}[kind]
+            "sharded": {BackwardSyncControl, ShardedState}, "pipeline": {ShardedState}}[kind]

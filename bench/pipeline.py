@@ -1,0 +1,109 @@
+"""PipelineStrategy throughput: 2 stages on 2 CPU workers against one process.
+
+One job per configuration, each started as a user starts it (``python script.py``;
+the strategy launches its workers). Every job trains the same MLP of ``LAYERS``
+equal square layers (so both stages take equal time) with SGD through ``fit`` for
+2 epochs of ``--steps`` steps at global batch ``BATCH``, one thread per process,
+and reports the second epoch's samples/s.
+
+With ``p`` stages and ``m`` micro-batches a pipeline keeps its stages busy for ``m``
+of every ``m + p - 1`` slots (GPipe's bubble), so at best it runs ``p * m / (m + p - 1)``
+times as fast as one process with the whole model on one core. The table prints the
+measured speed-up, that ideal, and their ratio. Goal (issue 14): within 15% of the
+ideal at ``m = 8``.
+
+Run on a quiet host with at least 2 free cores: ``.venv/bin/python bench/pipeline.py
+[--microbatches 1 2 4 8] [--steps 8] [--width 1024]`` (``--width 64 --steps 2`` checks
+the script itself; its figures mean nothing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+
+BATCH = 64
+LAYERS = 4  # square Linear layers: 2 per stage
+
+
+def child(kind: str, microbatches: int, steps: int, width: int, schedule: str) -> None:
+    """One job: every worker prints a JSON line with the second epoch's time."""
+    import numpy as np
+    import torch
+    from torch import nn
+
+    import mirrorfit
+    from mirrorfit.callbacks import Callback
+
+    if kind == "pipeline":
+        strategy: mirrorfit.Strategy = mirrorfit.PipelineStrategy(
+            stages=2, microbatches=microbatches, schedule=schedule, num_threads=1)
+    else:
+        torch.set_num_threads(1)
+        strategy = mirrorfit.OneDeviceStrategy("cpu")
+    torch.manual_seed(0)
+    layers: list[nn.Module] = []
+    for _ in range(LAYERS):
+        layers += [nn.Linear(width, width), nn.ReLU()]
+    with strategy.scope():
+        model = mirrorfit.Model(nn.Sequential(*layers[:-1]))
+        model.compile("sgd", "mse")
+    times: list[float] = []
+
+    class EpochTime(Callback):
+        def on_epoch_begin(self, epoch: int, logs: object = None) -> None:
+            self.start = time.perf_counter()
+
+        def on_epoch_end(self, epoch: int, logs: object = None) -> None:
+            times.append(time.perf_counter() - self.start)
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(BATCH * steps, width)).astype("float32")
+    model.fit(x, x, batch_size=BATCH, epochs=2, verbose=0, seed=0, callbacks=[EpochTime()])
+    line = {"rank": strategy.rank, "samples_s": BATCH * steps / times[-1]}
+    sys.stdout.write("JSON " + json.dumps(line) + "\n")
+    sys.stdout.flush()
+
+
+def _job(kind: str, microbatches: int, steps: int, width: int, schedule: str) -> float:
+    out = subprocess.run([sys.executable, __file__, "--child", kind, "--microbatches",
+                          str(microbatches), "--steps", str(steps), "--width", str(width),
+                          "--schedule", schedule], check=True, capture_output=True, text=True)
+    rates = [json.loads(line[5:])["samples_s"] for line in out.stdout.splitlines()
+             if line.startswith("JSON ")]
+    return min(rates)  # the slowest rank sets the pace
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--microbatches", type=int, nargs="+", default=[1, 2, 4, 8])
+    parser.add_argument("--steps", type=int, default=8, help="steps per epoch (2 epochs)")
+    parser.add_argument("--width", type=int, default=1024)
+    parser.add_argument("--schedule", default="gpipe", choices=("gpipe", "1f1b"))
+    parser.add_argument("--child", choices=("one", "pipeline"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args.child, args.microbatches[0], args.steps, args.width, args.schedule)
+        return
+    one = _job("one", 1, args.steps, args.width, args.schedule)
+    print(f"MLP of {LAYERS} Linear({args.width}, {args.width}) layers, SGD, global batch "
+          f"{BATCH}, one thread per process; 2 stages ({args.schedule}) on 2 CPU workers (gloo)")
+    print(f"{'run':<14}{'samples/s':>11}{'speed-up':>10}{'ideal':>8}{'vs ideal':>10}{'goal':>7}")
+    print(f"{'one process':<14}{one:>11.0f}{1.0:>9.2f}x")
+    for m in args.microbatches:
+        if args.schedule == "1f1b" and m < 2:
+            continue  # 1F1B needs microbatches >= stages
+        rate = _job("pipeline", m, args.steps, args.width, args.schedule)
+        ideal = 2 * m / (m + 1)
+        ratio = rate / one / ideal
+        goal = ("met" if ratio >= 0.85 else "MISSED") if m == 8 else "-"
+        print(f"{f'm = {m}':<14}{rate:>11.0f}{rate / one:>9.2f}x{ideal:>7.2f}x"
+              f"{ratio:>9.2f}x{goal:>7}")
+    print("(ideal: p * m / (m + p - 1) with p = 2 stages; goal: within 15% of it at m = 8)")
+
+
+if __name__ == "__main__":
+    main()
