@@ -11,6 +11,8 @@ Example:
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from mirrorfit import (
     callbacks,
     data,
@@ -31,11 +33,21 @@ from mirrorfit.strategies import (
     MirroredStrategy,
     MultiWorkerMirroredStrategy,
     OneDeviceStrategy,
-    PipelineStrategy,
-    ShardedStrategy,
     Strategy,
     get_strategy,
 )
+
+if TYPE_CHECKING:
+    from mirrorfit.strategies import PipelineStrategy, ShardedStrategy
+
+
+def __getattr__(name: str) -> Any:
+    """``ShardedStrategy`` and ``PipelineStrategy`` load on first use (see strategies)."""
+    if name in ("PipelineStrategy", "ShardedStrategy"):
+        from mirrorfit import strategies
+
+        return getattr(strategies, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
     "MirroredStrategy",

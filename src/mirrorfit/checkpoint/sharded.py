@@ -32,10 +32,6 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-import torch.distributed.checkpoint as dcp
-from torch.distributed.checkpoint.default_planner import _EmptyStateDictLoadPlanner
-from torch.distributed.checkpoint.metadata import TensorStorageMetadata
-from torch.distributed.checkpoint.state_dict_loader import _load_state_dict
 
 from mirrorfit.checkpoint.atomic import DATA_MARK, fsync_dir, linked_folder, make_parent, temp_path
 from mirrorfit.checkpoint.errors import IncompatibleCheckpointError
@@ -77,7 +73,7 @@ def save(state: dict[str, Any], path: str | os.PathLike[str], kind: str) -> None
     tmp = Path(_from_chief(str(tmp) if tmp else None))
     sharded, rest = split(state)
     with _one_process_quiet():
-        dcp.save(sharded, checkpoint_id=tmp)  # ends with a gather: every rank's data is on disk
+        _dcp().save(sharded, checkpoint_id=tmp)  # ends with a gather: every rank's data is on disk
     if chief:
         try:
             save_checkpoint(rest, tmp / REST_FILE, kind)
@@ -135,7 +131,7 @@ def load(template: dict[str, Any], path: str | os.PathLike[str], kinds: Collecti
     check(saved_shapes(folder, "module"))
     sharded, _ = split(template)
     with _one_process_quiet():
-        dcp.load(sharded, checkpoint_id=folder)  # in place, resharded
+        _dcp().load(sharded, checkpoint_id=folder)  # in place, resharded
     return join(sharded, rest)
 
 
@@ -155,7 +151,10 @@ def read_whole(path: str | os.PathLike[str], kinds: Collection[str],
     whole: dict[str, Any] = {}
     # what the public torch.distributed.checkpoint.format_utils.dcp_to_torch_save does,
     # without its intermediate file: rebuild the state from the metadata, no_dist=True
-    _load_state_dict(whole, storage_reader=dcp.FileSystemReader(str(folder)),
+    from torch.distributed.checkpoint.default_planner import _EmptyStateDictLoadPlanner
+    from torch.distributed.checkpoint.state_dict_loader import _load_state_dict
+
+    _load_state_dict(whole, storage_reader=_dcp().FileSystemReader(str(folder)),
                      planner=_EmptyStateDictLoadPlanner(), no_dist=True)
     return join(_to_device(whole, device), rest)
 
@@ -172,7 +171,9 @@ def _to_device(value: Any, device: torch.device) -> Any:
 
 def saved_shapes(folder: Path, prefix: str) -> dict[str, torch.Tensor]:
     """The tensors saved under ``prefix`` as meta tensors of their global shapes."""
-    metadata = dcp.FileSystemReader(str(folder)).read_metadata()
+    from torch.distributed.checkpoint.metadata import TensorStorageMetadata
+
+    metadata = _dcp().FileSystemReader(str(folder)).read_metadata()
     head = prefix + "."
     return {k[len(head):]: torch.empty(tuple(v.size), dtype=v.properties.dtype, device="meta")
             for k, v in metadata.state_dict_metadata.items()
@@ -196,3 +197,11 @@ def _from_chief(value: str | None) -> str:
     dist.broadcast_object_list(box, src=0)
     assert box[0] is not None
     return str(box[0])
+
+
+def _dcp() -> Any:
+    """``torch.distributed.checkpoint``, imported on first use: it pulls in DTensor
+    (about 0.6 s), which every worker would otherwise pay at ``import mirrorfit``."""
+    import torch.distributed.checkpoint as dcp
+
+    return dcp

@@ -2,12 +2,29 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from mirrorfit.strategies.default import get_strategy
 from mirrorfit.strategies.mirrored import MirroredStrategy, MultiWorkerMirroredStrategy
 from mirrorfit.strategies.one_device import OneDeviceStrategy
-from mirrorfit.strategies.pipeline import PipelineStrategy
-from mirrorfit.strategies.sharded import ShardedStrategy
 from mirrorfit.strategies.strategy import Strategy
+
+if TYPE_CHECKING:
+    from mirrorfit.strategies.pipeline import PipelineStrategy
+    from mirrorfit.strategies.sharded import ShardedStrategy
+
+#: imported on first use: FSDP2 and torch.distributed.pipelining pull in DTensor and
+#: dynamo (about 1.1 s), which every worker would otherwise pay at ``import mirrorfit``
+_LAZY = {"PipelineStrategy": "mirrorfit.strategies.pipeline",
+         "ShardedStrategy": "mirrorfit.strategies.sharded"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
     "MirroredStrategy",
