@@ -126,6 +126,7 @@ def test_two_workers_restart_after_kill_9_and_after_a_killed_save(tmp):
     assert not (tmp / "backup-restarts").exists()  # deleted once training completed
 
 
+@pytest.mark.slow  # `pytest -m slow` runs it
 def test_single_process_kill_9_resumes_bit_for_bit_and_on_two_workers(tmp, ref_one):
     """1 process killed after step k; its backup resumes in 1 process (bit for bit)
     and, copied, in 2 workers (within 1e-5)."""

@@ -11,8 +11,9 @@ from tests.faults import jobs
 from tests.faults.helpers import assert_one_error, assert_workers_gone, headline, run_job
 
 # (fault point, rank that fails): both ranks are covered, the chief included
-RAISES = [("build", 1), ("first_step", 0), ("mid_epoch", 1), ("evaluate", 1),
-          ("callback", 0), ("checkpoint", 0)]
+RAISES = [("build", 1), pytest.param("first_step", 0, marks=pytest.mark.slow),
+          ("mid_epoch", 1), pytest.param("evaluate", 1, marks=pytest.mark.slow),
+          pytest.param("callback", 0, marks=pytest.mark.slow), ("checkpoint", 0)]
 
 
 @pytest.mark.multiprocess

@@ -152,6 +152,7 @@ REQUEUE_WORKER = textwrap.dedent(
 )
 
 
+@pytest.mark.slow  # test_training_real.py requeues a training job the same way
 def test_usr1_requeue_restarts_with_restart_count(slurm_cluster, tmp_path: Path) -> None:
     """The script's --requeue/--open-mode=append plumbing: USR1 to the tasks (as
     --signal=USR1@S sends before the limit), rank 0 requeues, the job comes back
