@@ -25,11 +25,12 @@ import subprocess
 import sys
 import time
 
-BATCH = 64
+BATCH = 64  # the default of --batch
 LAYERS = 4  # square Linear layers: 2 per stage
 
 
-def child(kind: str, microbatches: int, steps: int, width: int, schedule: str) -> None:
+def child(kind: str, microbatches: int, steps: int, width: int, schedule: str,
+          batch: int) -> None:
     """One job: every worker prints a JSON line with the second epoch's time."""
     import numpy as np
     import torch
@@ -61,17 +62,19 @@ def child(kind: str, microbatches: int, steps: int, width: int, schedule: str) -
             times.append(time.perf_counter() - self.start)
 
     rng = np.random.default_rng(0)
-    x = rng.normal(size=(BATCH * steps, width)).astype("float32")
-    model.fit(x, x, batch_size=BATCH, epochs=2, verbose=0, seed=0, callbacks=[EpochTime()])
-    line = {"rank": strategy.rank, "samples_s": BATCH * steps / times[-1]}
+    x = rng.normal(size=(batch * steps, width)).astype("float32")
+    model.fit(x, x, batch_size=batch, epochs=2, verbose=0, seed=0, callbacks=[EpochTime()])
+    line = {"rank": strategy.rank, "samples_s": batch * steps / times[-1]}
     sys.stdout.write("JSON " + json.dumps(line) + "\n")
     sys.stdout.flush()
 
 
-def _job(kind: str, microbatches: int, steps: int, width: int, schedule: str) -> float:
+def _job(kind: str, microbatches: int, steps: int, width: int, schedule: str,
+         batch: int) -> float:
     out = subprocess.run([sys.executable, __file__, "--child", kind, "--microbatches",
                           str(microbatches), "--steps", str(steps), "--width", str(width),
-                          "--schedule", schedule], check=True, capture_output=True, text=True)
+                          "--schedule", schedule, "--batch", str(batch)],
+                         check=True, capture_output=True, text=True)
     rates = [json.loads(line[5:])["samples_s"] for line in out.stdout.splitlines()
              if line.startswith("JSON ")]
     return min(rates)  # the slowest rank sets the pace
@@ -82,21 +85,24 @@ def main() -> None:
     parser.add_argument("--microbatches", type=int, nargs="+", default=[1, 2, 4, 8])
     parser.add_argument("--steps", type=int, default=8, help="steps per epoch (2 epochs)")
     parser.add_argument("--width", type=int, default=1024)
+    parser.add_argument("--batch", type=int, default=BATCH, help="global batch")
     parser.add_argument("--schedule", default="gpipe", choices=("gpipe", "1f1b"))
     parser.add_argument("--child", choices=("one", "pipeline"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(args.child, args.microbatches[0], args.steps, args.width, args.schedule)
+        child(args.child, args.microbatches[0], args.steps, args.width, args.schedule,
+              args.batch)
         return
-    one = _job("one", 1, args.steps, args.width, args.schedule)
+    one = _job("one", 1, args.steps, args.width, args.schedule, args.batch)
     print(f"MLP of {LAYERS} Linear({args.width}, {args.width}) layers, SGD, global batch "
-          f"{BATCH}, one thread per process; 2 stages ({args.schedule}) on 2 CPU workers (gloo)")
+          f"{args.batch}, one thread per process; 2 stages ({args.schedule}) on 2 CPU workers "
+          "(gloo)")
     print(f"{'run':<14}{'samples/s':>11}{'speed-up':>10}{'ideal':>8}{'vs ideal':>10}{'goal':>7}")
     print(f"{'one process':<14}{one:>11.0f}{1.0:>9.2f}x")
     for m in args.microbatches:
         if args.schedule == "1f1b" and m < 2:
             continue  # 1F1B needs microbatches >= stages
-        rate = _job("pipeline", m, args.steps, args.width, args.schedule)
+        rate = _job("pipeline", m, args.steps, args.width, args.schedule, args.batch)
         ideal = 2 * m / (m + 1)
         ratio = rate / one / ideal
         goal = ("met" if ratio >= 0.85 else "MISSED") if m == 8 else "-"
