@@ -12,7 +12,9 @@ terminal's Ctrl-C or hang-up reaches the launcher only, which passes it on. Here
   command again ends with the weights of an uninterrupted run, bit for bit;
 - a second Ctrl-C ends everything at once (within 2 s), exit 130;
 - SIGHUP (the terminal closed): every worker gone within 5 s; MASTER_ADDR and
-  MASTER_PORT in the environment are said to be ignored, once.
+  MASTER_PORT in the environment are said to be ignored, once;
+- SIGTERM to the launcher of a job without BackupAndRestore: every worker stops at
+  the same step and the chief says, once, that the next run starts from scratch.
 """
 
 from __future__ import annotations
@@ -67,11 +69,12 @@ def test_kill_9_then_ctrl_c_then_the_same_command_ends_as_uninterrupted(tmp_path
         np.testing.assert_array_equal(a, b)
 
 
-def test_second_ctrl_c_and_hang_up_end_every_worker_at_once(tmp_path: Path) -> None:
+def test_second_ctrl_c_hang_up_and_sigterm_without_backup(tmp_path: Path) -> None:
     # the first Ctrl-C waits for the next agreement (here the epoch's end, 4.5 s away)
     double = Run(tmp_path, "double", slow=True).start(env={CHECK_ENV: "1000"})
     hang_up = Run(tmp_path, "hang_up", slow=True).start(
         env={"MASTER_ADDR": "10.0.0.1", "MASTER_PORT": "29500"})
+    term = Run(tmp_path, "term", backup="", slow=True).start()
 
     double.wait_ready()
     assert double.proc is not None
@@ -91,3 +94,17 @@ def test_second_ctrl_c_and_hang_up_end_every_worker_at_once(tmp_path: Path) -> N
     assert code == 128 + signal.SIGHUP, (code, err[-3000:])
     assert err.count("MASTER_ADDR=10.0.0.1 and MASTER_PORT=29500 ignored") == 1, err[-3000:]
     assert "Traceback" not in err, err[-3000:]
+
+    # SIGTERM to the parent, no BackupAndRestore: one warning, true (nothing about resuming)
+    term.wait_ready()
+    assert term.proc is not None
+    term.proc.send_signal(signal.SIGTERM)
+    code, out, err = term.finish()
+    assert code == 128 + signal.SIGTERM, (code, err[-3000:])
+    ((epoch, step),) = stops(out)
+    said = [line for line in (out + err).splitlines() if line.startswith("mirrorfit:")]
+    assert said == [f"mirrorfit: warning: SIGTERM: stopped at epoch {epoch + 1}, step {step} "
+                    "on every worker, but no BackupAndRestore callback saved the training "
+                    "state: the next run starts from scratch (pass callbacks=[BackupAndRestore"
+                    "(dir)] to fit to resume instead)"], said
+    assert "Traceback" not in err and "FIT DONE" not in out, err[-3000:]

@@ -32,6 +32,7 @@ pytestmark = [pytest.mark.multiprocess, pytest.mark.timeout(240)]
 PREEMPTED = re.compile(r"PREEMPTED rank=(\d) epoch=(\d+) step=(\d+)")
 
 
+@pytest.mark.slow  # test_interrupts.py covers the same path (Ctrl-C) and the parent's SIGTERM
 def test_sigterm_to_one_worker_backs_up_both_and_resumes_exactly(tmp_path: Path) -> None:
     reference = Run(tmp_path, "reference").start()
     parent = Run(tmp_path, "parent", backup="").start(slow=True)

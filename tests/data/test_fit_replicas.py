@@ -52,6 +52,7 @@ sys.stdout.flush()
 '''
 
 
+@pytest.mark.slow  # tests/invariance/test_replicas.py trains 1, 2 and 3 replicas
 def test_one_and_three_replicas_end_with_the_same_weights(tmp_path) -> None:
     script = write_script(tmp_path, JOB)
     weights, losses = {}, {}

@@ -57,6 +57,7 @@ def _stop(output: str) -> tuple[int, int]:
     return stops.pop()
 
 
+@pytest.mark.slow  # the requeue test trains on two SLURM tasks too
 def test_mnist_example_on_two_tasks(slurm_cluster, tmp_path: Path) -> None:
     """(~25 s)"""
     job_id = _submit(slurm_cluster, tmp_path, "mf-mnist", EXAMPLE, "--devices", "2",

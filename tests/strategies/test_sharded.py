@@ -143,6 +143,7 @@ np.savez(out, *model.get_weights())
 '''
 
 
+@pytest.mark.slow  # `pytest -m slow` runs it
 def test_a_kill_while_publishing_a_backup_folder_leaves_the_previous_one(tmp_path):
     script = write_script(tmp_path, KILLED_MID_SAVE)
     env = clean_env(PYTHONPATH=str(REPO / "src"))

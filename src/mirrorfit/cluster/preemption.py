@@ -220,7 +220,7 @@ def check_interval(strategy: Collectives, environ: Mapping[str, str] | None = No
 
 def agreed(strategy: Collectives) -> bool:
     """Collective: True on every worker when any worker received a signal (which one
-    is then known everywhere: the highest number, SIGTERM over SIGUSR1)."""
+    is then known everywhere: SIGINT over SIGTERM over SIGUSR1, see ``_PRIORITY``)."""
     global _agreed
     mine = _PRIORITY.get(signal.Signals(_requested), 0) if _requested else 0
     best = int(strategy.reduce(float(mine), "max"))
