@@ -16,6 +16,7 @@ from tests.faults.helpers import assert_one_error, assert_workers_gone, headline
 
 # --- before any worker starts ---------------------------------------------------------------
 @pytest.mark.multiprocess
+@pytest.mark.slow  # a GPU request on a CPU host; tests/test_model.py checks the message
 def test_more_devices_than_exist_fails_in_the_parent(tmp_path, fault_table):
     out = run_job(tmp_path, jobs.TOO_MANY_DEVICES)
     out.fault_at = out.ended_at - out.result.seconds  # no worker: time the whole run

@@ -17,7 +17,7 @@ from tests.procs import Result, clean_env, write_script
 
 pytestmark = pytest.mark.multiprocess
 
-SIMULTANEOUS_JOBS = 3
+SIMULTANEOUS_JOBS = 2  # at once, each on its own loopback port
 
 
 def test_a_taken_port_is_a_clear_error_before_workers_start(tmp_path, fault_table):
