@@ -98,3 +98,33 @@ def test_a_taken_master_port_is_one_line(tmp_path):
     assert res.stderr == (f"mirrorfit run: error: port={port} is already in use on 127.0.0.1; "
                           "name another port in --master HOST:PORT (or --port), or leave "
                           "--port out on one node for a free one.\n")
+
+
+#: workers that wait outside fit: Ctrl-C reaches them through the launcher's agent
+WAITING_JOB = r'''
+import os, sys, time
+import mirrorfit
+strategy = mirrorfit.MirroredStrategy()
+with open(os.path.join(sys.argv[1], f"up.{strategy.rank}"), "w"):
+    pass
+time.sleep(120)
+'''
+
+
+def test_ctrl_c_to_mirrorfit_run_is_one_line_and_exit_130(tmp_path):
+    """The launcher handles the signal itself, for ``mirrorfit run`` as for
+    ``python train.py`` (was: a SignalException traceback from the agent)."""
+    import signal
+    import time
+
+    script = write_script(tmp_path, WAITING_JOB)
+    proc = subprocess.Popen(_cli("-n", "2", str(script), str(tmp_path)), text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=clean_env())
+    deadline = time.monotonic() + 90
+    while not all((tmp_path / f"up.{r}").exists() for r in (0, 1)):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, (proc.returncode, err[-3000:])
+    assert "Traceback" not in err and "SignalException" not in err, err[-3000:]

@@ -20,6 +20,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import signal
 import socket
 import sys
 import uuid
@@ -180,6 +181,7 @@ def launch_local(nprocs: int, *, port: int | None = None, max_restarts: int = 0,
 
 def launch(spec: LaunchSpec, command: Sequence[str] | None = None) -> int:
     """Start the workers of ``spec`` under torch elastic; return the exit status."""
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.elastic.rendezvous.api import RendezvousError
     from torch.distributed.launcher.api import elastic_launch
@@ -214,12 +216,26 @@ def launch(spec: LaunchSpec, command: Sequence[str] | None = None) -> int:
             return INTERRUPTED_EXIT  # Ctrl-C sent to the workers: the chief said where
         sys.stderr.write(format_failures(failures, spec.nprocs * spec.nnodes))
         return 1
+    except (SignalException, KeyboardInterrupt) as exc:  # Ctrl-C, SIGTERM, SIGHUP to us
+        return stopped_by_signal(exc)
     except RendezvousError as exc:  # a node that cannot reach the master, or never joined
         sys.stderr.write(rendezvous_message(spec, host, port, exc))
         return 1
     finally:
         del store
     return 0
+
+
+def stopped_by_signal(exc: BaseException) -> int:
+    """This process was signalled (Ctrl-C, SIGTERM, SIGHUP) and the agent passed the
+    signal on: workers in ``fit`` backed up and the chief printed where they stopped
+    (``cluster.preemption``). Say something only when no worker could. Returns the
+    exit status, 128 + the signal as a shell reports it."""
+    sig = getattr(exc, "sigval", signal.SIGINT)
+    codes = list(elastic_agent.stopped_exit_codes.values())
+    if not (codes and all(c in (0, INTERRUPTED_EXIT) for c in codes)):
+        print(f"mirrorfit: {sig.name} received; the workers were stopped", file=sys.stderr)
+    return 128 + int(sig)
 
 
 def rendezvous_message(spec: LaunchSpec, host: str, port: int, exc: BaseException) -> str:

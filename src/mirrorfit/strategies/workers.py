@@ -11,16 +11,14 @@ process group, gloo on CPU, NCCL on CUDA). Subclasses add what they do to module
 from __future__ import annotations
 
 import os
-import signal
 import sys
 from datetime import timedelta
 from typing import Any
 
 import torch
 
-from mirrorfit.cluster import ClusterEnvironment, detect_environment, elastic_agent, preemption
+from mirrorfit.cluster import ClusterEnvironment, detect_environment, preemption
 from mirrorfit.cluster.errors import (
-    INTERRUPTED_EXIT,
     LAUNCHED_BY_MIRRORFIT,
     install_worker_excepthook,
 )
@@ -86,12 +84,8 @@ class WorkerStrategy(Strategy):
         os.environ["MIRRORFIT_DEVICES"] = ",".join(self._devices)
         threads = num_threads or threads_per_worker(n)
         sys.stdout.flush()
-        from torch.distributed.elastic.multiprocessing.api import SignalException
-
-        try:
-            code = launch_local(n, port=port, max_restarts=max_restarts, num_threads=threads)
-        except (SignalException, KeyboardInterrupt) as exc:  # SIGTERM, Ctrl-C, SIGHUP
-            code = _stopped_by_signal(exc)
+        # a signal to this process (Ctrl-C, SIGTERM, SIGHUP) is an exit status too
+        code = launch_local(n, port=port, max_restarts=max_restarts, num_threads=threads)
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)  # the workers did the work; do not run the rest of the script here
@@ -145,19 +139,6 @@ class WorkerStrategy(Strategy):
     @property
     def devices(self) -> list[str]:
         return list(self._devices)
-
-
-def _stopped_by_signal(exc: BaseException) -> int:
-    """The launcher was signalled (Ctrl-C, SIGTERM, SIGHUP): its agent passed the
-    signal on; workers in ``fit`` backed up and the chief printed where they stopped
-    (``cluster.preemption``). Say something only when no worker could. Returns the
-    exit status, 128 + the signal as a shell reports it."""
-    sig = getattr(exc, "sigval", signal.SIGINT)
-    codes = list(elastic_agent.stopped_exit_codes.values())
-    clean = bool(codes) and all(c in (0, INTERRUPTED_EXIT) for c in codes)
-    if not clean:
-        print(f"mirrorfit: {sig.name} received; the workers were stopped", file=sys.stderr)
-    return 128 + int(sig)
 
 
 def collective_timeout(timeout: float | None) -> float:
