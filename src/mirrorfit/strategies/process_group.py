@@ -29,7 +29,7 @@ def init_process_group(env: ClusterEnvironment, backend: str, timeout: timedelta
     """Join the group described by ``env`` (no-op if already joined)."""
     if dist.is_initialized():
         return
-    with _collective_checks(bool(os.environ.get(DEBUG_ENV, "").strip() not in ("", "0"))):
+    with _collective_checks(os.environ.get(DEBUG_ENV, "").strip() not in ("", "0")):
         _init(env, backend, timeout)
     _register_teardown()
 
@@ -46,10 +46,7 @@ def _collective_checks(enabled: bool) -> Iterator[None]:
     if not enabled:
         yield
         return
-    # through the environment: set_debug_level(DETAIL) alone leaves the group in a state
-    # where DDP's constructor segfaults even at INFO (measured with torch 2.13, CPU)
-    os.environ["TORCH_DISTRIBUTED_DEBUG"] = "DETAIL"
-    dist.set_debug_level_from_env()
+    dist.set_debug_level(dist.DebugLevel.DETAIL)
     try:
         yield
     finally:
@@ -116,7 +113,9 @@ def teardown() -> None:
         try:
             dist.barrier()
         finally:
-            dist.destroy_process_group()
+            dist.destroy_process_group()  # every group, the unchecked twin included
+    global _unchecked_group
+    _unchecked_group = None
 
 
 def _teardown_at_exit() -> None:
