@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from tests.cluster.jobs import PREEMPT_JOB
+from tests.faults.helpers import alive
 from tests.procs import clean_env, write_script
 
 PREEMPTED = re.compile(r"PREEMPTED rank=(\d) epoch=(\d+) step=(\d+)")
@@ -40,16 +41,7 @@ class Run:
 
     def alive_workers(self) -> list[int]:
         """The pids of this run's workers that still run (a zombie counts as gone)."""
-        left = []
-        for rank in (0, 1):
-            try:
-                with open(f"/proc/{self.pid(rank)}/stat") as fp:
-                    state = fp.read().rsplit(")", 1)[1].split()[0]
-            except (FileNotFoundError, ProcessLookupError):
-                continue
-            if state != "Z":
-                left.append(self.pid(rank))
-        return left
+        return [pid for pid in (self.pid(0), self.pid(1)) if alive(pid)]
 
     def wait_gone(self, seconds: float) -> float:
         """Seconds until no worker of this run is left; fails after ``seconds``."""
