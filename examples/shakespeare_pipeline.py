@@ -13,11 +13,10 @@ is the first 100,000 characters of Tiny Shakespeare shipped in ``examples/data``
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import numpy as np
 import torch
-from shakespeare_sharded import DATA, generate, windows  # this folder: the script's own
+from shakespeare_sharded import add_arguments, generate, load, windows  # this folder
 from torch import nn
 
 import mirrorfit
@@ -59,25 +58,14 @@ def char_transformer(vocab: int, context: int, width: int, depth: int,
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--schedule", default="gpipe", choices=["gpipe", "1f1b"])
     parser.add_argument("--microbatches", type=int, default=4)
-    parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--batch-size", type=int, default=32, help="the global batch")
-    parser.add_argument("--context", type=int, default=64)
-    parser.add_argument("--width", type=int, default=128)
-    parser.add_argument("--depth", type=int, default=2)
-    parser.add_argument("--heads", type=int, default=4)
-    parser.add_argument("--samples", type=int, default=None, help="training windows (all)")
-    parser.add_argument("--generate", type=int, default=200, help="characters to sample")
+    add_arguments(parser)
     args = parser.parse_args()
 
     strategy = mirrorfit.PipelineStrategy(stages=2, microbatches=args.microbatches,
                                           schedule=args.schedule)
-    text = args.data.read_text()
-    chars = sorted(set(text))
-    codes = np.array([chars.index(c) for c in text], dtype=np.int64)
-    split = int(len(codes) * 0.9)
+    text, chars, codes, split = load(args.data)
     x, y = windows(codes[:split], args.context, args.samples)
     x_val, y_val = windows(codes[split:], args.context, None)
 

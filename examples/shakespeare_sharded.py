@@ -55,6 +55,27 @@ def windows(codes: np.ndarray, context: int, count: int | None) -> tuple[np.ndar
     return x, y
 
 
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The data, model and training options both Shakespeare examples take."""
+    parser.add_argument("--data", type=Path, default=DATA)
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=32, help="the global batch")
+    parser.add_argument("--context", type=int, default=64)
+    parser.add_argument("--width", type=int, default=128)
+    parser.add_argument("--depth", type=int, default=2)
+    parser.add_argument("--heads", type=int, default=4)
+    parser.add_argument("--samples", type=int, default=None, help="training windows (all)")
+    parser.add_argument("--generate", type=int, default=200, help="characters to sample")
+
+
+def load(path: Path) -> tuple[str, list[str], np.ndarray, int]:
+    """(text, vocabulary, the text as codes, where validation starts: the last 10%)."""
+    text = path.read_text()
+    chars = sorted(set(text))
+    codes = np.array([chars.index(c) for c in text], dtype=np.int64)
+    return text, chars, codes, int(len(codes) * 0.9)
+
+
 def generate(model: mirrorfit.Model, prompt: np.ndarray, length: int, context: int,
              seed: int) -> list[int]:
     """Sample ``length`` characters (every worker calls predict: it is collective)."""
@@ -71,25 +92,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--devices", type=int, default=None,
                         help="replicas (default: every GPU, else 2 CPU workers)")
-    parser.add_argument("--data", type=Path, default=DATA)
-    parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--batch-size", type=int, default=32, help="the global batch")
-    parser.add_argument("--context", type=int, default=64)
-    parser.add_argument("--width", type=int, default=128)
-    parser.add_argument("--depth", type=int, default=2)
-    parser.add_argument("--heads", type=int, default=4)
-    parser.add_argument("--samples", type=int, default=None, help="training windows (all)")
-    parser.add_argument("--generate", type=int, default=200, help="characters to sample")
+    add_arguments(parser)
     args = parser.parse_args()
 
     devices = args.devices
     if devices is None:
         devices = None if mirrorfit.list_devices()[0].startswith("cuda") else 2
     strategy = mirrorfit.ShardedStrategy(devices=devices, wrap=[nn.TransformerEncoderLayer])
-    text = args.data.read_text()
-    chars = sorted(set(text))
-    codes = np.array([chars.index(c) for c in text], dtype=np.int64)
-    split = int(len(codes) * 0.9)
+    text, chars, codes, split = load(args.data)
     x, y = windows(codes[:split], args.context, args.samples)
     x_val, y_val = windows(codes[split:], args.context, None)
 
