@@ -27,6 +27,7 @@ from mirrorfit.checkpoint.errors import IncompatibleCheckpointError
 from mirrorfit.checkpoint.sharded import is_sharded
 from tests.procs import REPO, clean_env, run_python, write_script
 from tests.strategies import pipeline_jobs
+from tests.strategies.arrays import assert_close, saved_arrays
 
 pytestmark = pytest.mark.multiprocess
 
@@ -45,25 +46,15 @@ def run(tmp_path_factory):
     return out, sorted(res.json_lines(), key=lambda r: r["rank"]), res.stdout
 
 
-def _arrays(out, name, rank=0):
-    with np.load(out / f"{name}.{rank}.npz") as f:
-        return [f[k] for k in sorted(f.files, key=lambda k: int(k.split("_")[1]))]
-
-
-def _close(a, b, atol=1e-5):
-    assert len(a) == len(b)
-    for x, y in zip(a, b, strict=True):
-        np.testing.assert_allclose(x, y, atol=atol, rtol=0)
-
-
 @pytest.mark.parametrize("config", CONFIGS)
 def test_two_stages_train_like_one_device(run, config):
     out, lines, _ = run
     assert len(lines) == 2
-    one = _arrays(out, f"{config}.one")
+    one = saved_arrays(out, f"{config}.one")
     for rank, line in enumerate(lines):
-        _close(_arrays(out, f"{config}.pipe", rank), one)  # whole weights on every rank
-        _close(_arrays(out, f"{config}.pipe.pred", rank), _arrays(out, f"{config}.one.pred"))
+        assert_close(saved_arrays(out, f"{config}.pipe", rank), one)  # whole weights on every rank
+        assert_close(saved_arrays(out, f"{config}.pipe.pred", rank),
+                     saved_arrays(out, f"{config}.one.pred"))
         pipe, ref = line[config]["pipe"], line[config]["one"]
         for key in ("history", "evaluate"):
             logs = pipe["history"] if key == "history" else {k: [v] for k, v in
@@ -77,7 +68,7 @@ def test_two_stages_train_like_one_device(run, config):
 def test_inputs_of_another_length_get_their_own_stages(run):
     out, _, _ = run
     for rank in range(2):  # weights after 2 lengths, then predictions at 2 more
-        _close(_arrays(out, "lengths.pipe", rank), _arrays(out, "lengths.one"))
+        assert_close(saved_arrays(out, "lengths.pipe", rank), saved_arrays(out, "lengths.one"))
 
 
 def test_float16_skips_the_overflowing_step_on_every_stage(run):
@@ -85,7 +76,7 @@ def test_float16_skips_the_overflowing_step_on_every_stage(run):
     for rank, line in enumerate(lines):
         assert line["fp16_scales_pipe"] == line["fp16_scales_one"]
         assert line["fp16_scales_pipe"][0] == 32768.0  # halved from 65536 at the first step
-        _close(_arrays(out, "fp16.pipe", rank), _arrays(out, "fp16.one"), atol=1e-3)
+        assert_close(saved_arrays(out, "fp16.pipe", rank), saved_arrays(out, "fp16.one"), atol=1e-3)
 
 
 def test_each_worker_keeps_its_own_stage(run):
@@ -116,19 +107,20 @@ def test_backups_resume_at_the_exact_step(run):
     assert is_sharded(out / "backup-copy" / "backup.pt")
     assert "at epoch 2, step 2" in stdout
     for rank in range(2):
-        _close(_arrays(out, "resumed", rank), _arrays(out, "reference"))
+        assert_close(saved_arrays(out, "resumed", rank), saved_arrays(out, "reference"))
 
 
 def test_files_load_on_one_device(run):
     out, lines, _ = run
-    stopped = _arrays(out, "stopped")
+    stopped = saved_arrays(out, "stopped")
     assert [w.shape for w in stopped] == [(16, 6), (16,), (16, 16), (16,), (3, 16), (3,)]
-    _close(_arrays(out, "stopped", 1), stopped, atol=0)
+    assert_close(saved_arrays(out, "stopped", 1), stopped, atol=0)
     for rank, line in enumerate(lines):
-        _close(_arrays(out, "loaded", rank), stopped, atol=0)  # model.save, consolidated
+        assert_close(saved_arrays(out, "loaded", rank), stopped, atol=0)  # model.save, consolidated
         assert line["loaded_optimizer_state"] == 6  # Adam's state of every parameter
         assert line["checkpoints"] == ["model-1.pt"]  # epoch 2 was interrupted
-        _close(_arrays(out, "checkpoint1", rank), _arrays(out, "epoch1"), atol=0)  # a folder
+        assert_close(saved_arrays(out, "checkpoint1", rank), saved_arrays(out, "epoch1"),
+                     atol=0)  # a folder
         assert line["checkpoint_optimizer_state"] == 6
 
 
@@ -170,13 +162,13 @@ def test_two_stages_times_two_replicas_train_like_one_device(tmp_path, launcher)
                     if line.startswith("JSON ")), key=lambda r: r["rank"])
     assert [(r["stage"], r["replica"], r["replicas"]) for r in lines] == [
         (0, 0, 2), (1, 0, 2), (0, 1, 2), (1, 1, 2)]
-    one = _arrays(tmp_path, "dp.one")  # weights, then the predictions
-    tail = _arrays(tmp_path, "dp.tail.one")
+    one = saved_arrays(tmp_path, "dp.one")  # weights, then the predictions
+    tail = saved_arrays(tmp_path, "dp.tail.one")
     for line in lines:
-        _close(_arrays(tmp_path, "dp.pipe", line["rank"]), one)
-        _close(_arrays(tmp_path, "dp.tail.pipe", line["rank"]), tail)  # an empty share
+        assert_close(saved_arrays(tmp_path, "dp.pipe", line["rank"]), one)
+        assert_close(saved_arrays(tmp_path, "dp.tail.pipe", line["rank"]), tail)  # an empty share
         # resumed from the backup after global step 6 (one's weights; then its predictions)
-        _close(_arrays(tmp_path, "dp.resumed", line["rank"]), one[:-1])
+        assert_close(saved_arrays(tmp_path, "dp.resumed", line["rank"]), one[:-1])
         assert line["pipe"]["evaluate"]["accuracy"] == line["one"]["evaluate"]["accuracy"]
         assert line["pipe"]["evaluate"]["loss"] == pytest.approx(line["one"]["evaluate"]["loss"],
                                                                  rel=1e-6)

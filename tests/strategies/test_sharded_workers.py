@@ -20,6 +20,7 @@ import pytest
 from mirrorfit.checkpoint.sharded import is_sharded
 from tests.procs import REPO, clean_env, run_python, write_script
 from tests.strategies import sharded_jobs
+from tests.strategies.arrays import assert_close, saved_arrays
 
 pytestmark = pytest.mark.multiprocess
 
@@ -44,17 +45,6 @@ def runs(tmp_path_factory):
     return out, lines, resume
 
 
-def _arrays(out, name, rank=0):
-    with np.load(out / f"{name}.{rank}.npz") as f:
-        return [f[k] for k in sorted(f.files, key=lambda k: int(k.split("_")[1]))]
-
-
-def _close(a, b, atol=1e-5):
-    assert len(a) == len(b)
-    for x, y in zip(a, b, strict=True):
-        np.testing.assert_allclose(x, y, atol=atol, rtol=0)
-
-
 def test_parameters_are_sharded_and_accumulation_skips_the_reduce_scatter(runs):
     _, lines, _ = runs
     for line in lines["train"]:
@@ -72,19 +62,19 @@ def test_backups_are_checkpoint_folders_resumed_at_the_exact_step_on_2_and_1(run
     assert not any(line["backup_left"] for line in lines["train"])  # deleted at the end
     assert "at epoch 2, step 1 (saved by 2 worker(s), now 2)" in lines["train/stdout"]
     assert "at epoch 2, step 1 (saved by 2 worker(s), now 1)" in lines["resume1/stdout"]
-    reference = _arrays(out, "reference")
-    _close(_arrays(out, "resumed"), reference)
-    _close(_arrays(out, "resumed1"), reference)
+    reference = saved_arrays(out, "reference")
+    assert_close(saved_arrays(out, "resumed"), reference)
+    assert_close(saved_arrays(out, "resumed1"), reference)
 
 
 def test_an_empty_share_trains_like_one_device(runs):
     out, _, _ = runs
-    _close(_arrays(out, "tail"), _arrays(out, "tail_reference"))
+    assert_close(saved_arrays(out, "tail"), saved_arrays(out, "tail_reference"))
 
 
 def test_get_weights_is_whole_on_every_rank(runs):
     out, _, _ = runs
-    rank0, rank1 = _arrays(out, "stopped", 0), _arrays(out, "stopped", 1)
+    rank0, rank1 = saved_arrays(out, "stopped", 0), saved_arrays(out, "stopped", 1)
     assert [w.shape for w in rank0] == [(16, 6), (16,), (3, 16), (3,)]
     for a, b in zip(rank0, rank1, strict=True):
         assert np.array_equal(a, b)
@@ -92,10 +82,10 @@ def test_get_weights_is_whole_on_every_rank(runs):
 
 def test_consolidated_files_load_on_one_device(runs):
     out, lines, _ = runs
-    _close(_arrays(out, "loaded"), _arrays(out, "stopped"), atol=0)
+    assert_close(saved_arrays(out, "loaded"), saved_arrays(out, "stopped"), atol=0)
     # predict and evaluate with an empty share (the last batch holds 1 sample): the same
     # outputs, in input order, and the same exact metrics as the loaded copy on one device
-    _close(_arrays(out, "loaded_pred"), _arrays(out, "pred"), atol=1e-6)
+    assert_close(saved_arrays(out, "loaded_pred"), saved_arrays(out, "pred"), atol=1e-6)
     one = lines["resume1"][0]["eval_tail"]
     for line in lines["train"]:
         assert line["eval_tail"]["accuracy"] == one["accuracy"]
@@ -107,9 +97,9 @@ def test_model_checkpoints_are_folders_that_load_anywhere(runs):
     out, lines, _ = runs
     assert lines["train"][0]["checkpoints"] == ["model-1.pt"]  # epoch 2 was interrupted
     assert is_sharded(out / "mc" / "model-1.pt")
-    epoch1 = _arrays(out, "epoch1")
-    _close(_arrays(out, "checkpoint1"), epoch1, atol=0)  # load_model on one device
-    _close(_arrays(out, "restored1"), epoch1, atol=0)  # restore_or_create, ShardedStrategy
+    epoch1 = saved_arrays(out, "epoch1")
+    assert_close(saved_arrays(out, "checkpoint1"), epoch1, atol=0)  # load_model on one device
+    assert_close(saved_arrays(out, "restored1"), epoch1, atol=0)  # restore_or_create, sharded
     assert lines["resume1"][0]["restored_optimizer_state"] == 4
 
 
@@ -123,7 +113,7 @@ def test_mixed_precision_gathers_low_precision_parameters_and_agrees_on_skips(ru
         # the overflow (rank 1's share) skips the step on every rank: the same scales
         assert line["fp16_scales"] == reference["fp16_scales"]
         assert line["fp16_scales"][0] == 32768.0  # halved from 65536 at the first step
-    _close(_arrays(out, "fp16"), _arrays(out, "fp16_reference"), atol=1e-3)
+    assert_close(saved_arrays(out, "fp16"), saved_arrays(out, "fp16_reference"), atol=1e-3)
 
 
 @pytest.mark.slow
@@ -132,9 +122,9 @@ def test_resume_on_4_replicas(runs):
     res = run_python(resume, "4", str(out), env=_env(), timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
     assert "(saved by 2 worker(s), now 4)" in res.stdout
-    _close(_arrays(out, "resumed4"), _arrays(out, "reference"))
+    assert_close(saved_arrays(out, "resumed4"), saved_arrays(out, "reference"))
     for rank in range(4):  # a ModelCheckpoint folder read whole into 4 shards
-        _close(_arrays(out, "restored4", rank), _arrays(out, "epoch1"), atol=0)
+        assert_close(saved_arrays(out, "restored4", rank), saved_arrays(out, "epoch1"), atol=0)
 
 
 @pytest.mark.slow
@@ -147,4 +137,4 @@ def test_torchrun_workers_join_and_resume(runs):
     assert res.returncode == 0, res.stderr[-3000:]
     assert "(saved by 2 worker(s), now 2)" in res.stdout
     for rank in range(2):
-        _close(_arrays(out, "resumed2", rank), _arrays(out, "reference"))
+        assert_close(saved_arrays(out, "resumed2", rank), saved_arrays(out, "reference"))
