@@ -22,6 +22,7 @@ from mirrorfit import (
     mixed_precision,
     optimizers,
     scaling,
+    strategies,
 )
 from mirrorfit._version import __version__
 from mirrorfit.devices import list_devices
@@ -43,9 +44,7 @@ if TYPE_CHECKING:
 
 def __getattr__(name: str) -> Any:
     """``ShardedStrategy`` and ``PipelineStrategy`` load on first use (see strategies)."""
-    if name in ("PipelineStrategy", "ShardedStrategy"):
-        from mirrorfit import strategies
-
+    if name in strategies.LAZY_STRATEGIES:
         return getattr(strategies, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 

@@ -15,15 +15,15 @@ if TYPE_CHECKING:
 
 #: imported on first use: FSDP2 and torch.distributed.pipelining pull in DTensor and
 #: dynamo (about 1.1 s), which every worker would otherwise pay at ``import mirrorfit``
-_LAZY = {"PipelineStrategy": "mirrorfit.strategies.pipeline",
+LAZY_STRATEGIES = {"PipelineStrategy": "mirrorfit.strategies.pipeline",
          "ShardedStrategy": "mirrorfit.strategies.sharded"}
 
 
 def __getattr__(name: str) -> Any:
-    if name in _LAZY:
+    if name in LAZY_STRATEGIES:
         import importlib
 
-        return getattr(importlib.import_module(_LAZY[name]), name)
+        return getattr(importlib.import_module(LAZY_STRATEGIES[name]), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
