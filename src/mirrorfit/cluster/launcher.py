@@ -24,7 +24,7 @@ import signal
 import socket
 import sys
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -157,7 +157,7 @@ def warn_if_oversubscribed(nprocs: int, cores: int | None = None) -> None:
              "are the most that run in parallel here.")
 
 
-def note_ignored_master_env(environ: dict[str, str] | None = None) -> str | None:
+def note_ignored_master_env(environ: Mapping[str, str] | None = None) -> str | None:
     """Say once (and return) that MASTER_ADDR/MASTER_PORT do not steer a job that
     mirrorfit starts on one host; None when neither is set."""
     env = os.environ if environ is None else environ
