@@ -2,9 +2,17 @@
 
 One job per configuration, each started as a user starts it (``python script.py``;
 the strategy launches its workers). Every job trains the same MLP of ``LAYERS``
-equal square layers (so both stages take equal time) with SGD through ``fit`` for
-2 epochs of ``--steps`` steps at global batch ``BATCH``, one thread per process,
-and reports the second epoch's samples/s.
+Linear layers with SGD through ``fit`` for 2 epochs of ``--steps`` steps at global
+batch ``--batch``, one thread per process, and reports the second epoch's samples/s.
+
+Both stages take equal time: the first layer's input needs no gradient, so its
+backward is one matrix product where the others' is two. The first layer therefore
+reads ``1.5 * width`` features: stage 1 does 2.5 + 3.5 width-squared products per
+sample (forward + backward), stage 2 does 2 + 4, the same total. Micro-batches are
+large enough (2048 / 8 = 256 rows) that a chunk's products run at the speed of the
+whole batch's; at smaller chunks the per-chunk cost of a gloo send and receive
+(about 1 ms) and the less efficient weight-gradient product weigh (``--batch 64``
+shows it).
 
 With ``p`` stages and ``m`` micro-batches a pipeline keeps its stages busy for ``m``
 of every ``m + p - 1`` slots (GPipe's bubble), so at best it runs ``p * m / (m + p - 1)``
@@ -25,7 +33,7 @@ import subprocess
 import sys
 import time
 
-BATCH = 64  # the default of --batch
+BATCH = 2048  # the default of --batch
 LAYERS = 4  # square Linear layers: 2 per stage
 
 
@@ -46,8 +54,8 @@ def child(kind: str, microbatches: int, steps: int, width: int, schedule: str,
         torch.set_num_threads(1)
         strategy = mirrorfit.OneDeviceStrategy("cpu")
     torch.manual_seed(0)
-    layers: list[nn.Module] = []
-    for _ in range(LAYERS):
+    layers: list[nn.Module] = [nn.Linear(width * 3 // 2, width), nn.ReLU()]
+    for _ in range(LAYERS - 1):
         layers += [nn.Linear(width, width), nn.ReLU()]
     with strategy.scope():
         model = mirrorfit.Model(nn.Sequential(*layers[:-1]))
@@ -62,8 +70,9 @@ def child(kind: str, microbatches: int, steps: int, width: int, schedule: str,
             times.append(time.perf_counter() - self.start)
 
     rng = np.random.default_rng(0)
-    x = rng.normal(size=(batch * steps, width)).astype("float32")
-    model.fit(x, x, batch_size=batch, epochs=2, verbose=0, seed=0, callbacks=[EpochTime()])
+    x = rng.normal(size=(batch * steps, width * 3 // 2)).astype("float32")
+    y = rng.normal(size=(batch * steps, width)).astype("float32")
+    model.fit(x, y, batch_size=batch, epochs=2, verbose=0, seed=0, callbacks=[EpochTime()])
     line = {"rank": strategy.rank, "samples_s": batch * steps / times[-1]}
     sys.stdout.write("JSON " + json.dumps(line) + "\n")
     sys.stdout.flush()
@@ -94,7 +103,7 @@ def main() -> None:
               args.batch)
         return
     one = _job("one", 1, args.steps, args.width, args.schedule, args.batch)
-    print(f"MLP of {LAYERS} Linear({args.width}, {args.width}) layers, SGD, global batch "
+    print(f"MLP of {LAYERS} Linear layers of width {args.width}, SGD, global batch "
           f"{args.batch}, one thread per process; 2 stages ({args.schedule}) on 2 CPU workers "
           "(gloo)")
     print(f"{'run':<14}{'samples/s':>11}{'speed-up':>10}{'ideal':>8}{'vs ideal':>10}{'goal':>7}")
