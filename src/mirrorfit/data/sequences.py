@@ -220,9 +220,15 @@ class Blocks(Sequence[torch.Tensor]):
         return self._len
 
     def __iter__(self) -> Iterator[torch.Tensor]:
+        for group in self.groups():
+            yield from group.split(self.size)
+
+    def groups(self) -> Iterator[torch.Tensor]:
+        """The handles ``_CUT_AHEAD`` pieces at a time (a reader may gather a group at once
+        and cut the result, one gather per group instead of one per piece)."""
         step = self.size * _CUT_AHEAD
         for lo in range(0, self.handles.shape[0], step):
-            yield from self.handles[lo:lo + step].split(self.size)
+            yield self.handles[lo:lo + step]
 
     @overload
     def __getitem__(self, i: int) -> torch.Tensor: ...
@@ -250,7 +256,7 @@ def _concat(chunks: list[Chunk]) -> Chunk:
 
 def _permute(chunk: Chunk, perm: torch.Tensor) -> Chunk:
     if isinstance(chunk, torch.Tensor):
-        return chunk[perm]
+        return chunk.index_select(0, perm)  # plain indexing takes the slower general path
     return [chunk[i] for i in perm.tolist()]
 
 

@@ -14,9 +14,11 @@ import threading
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+import torch
+
 from mirrorfit.data.batch_cache import BatchCache
 from mirrorfit.data.batches import LocalBatch
-from mirrorfit.data.elements import Elements
+from mirrorfit.data.elements import Elements, SliceElements
 from mirrorfit.data.plan import (
     Plan,
     batch_fetcher,
@@ -26,7 +28,7 @@ from mirrorfit.data.plan import (
     share_reader,
 )
 from mirrorfit.data.prefetch import ordered_map, prefetch
-from mirrorfit.data.sequences import EpochKey, blocks, items
+from mirrorfit.data.sequences import Blocks, Chunk, EpochKey, blocks, items
 from mirrorfit.data.sharding import Replica
 from mirrorfit.data.stages import Batch, Stage
 from mirrorfit.data.trees import as_tuple
@@ -105,8 +107,12 @@ class DatasetBatches:
 def local_batches(plan: Plan, key: EpochKey, start_step: int,
                   replica: Replica) -> Iterator[LocalBatch]:
     """Global batches from ``start_step``, cut to ``replica``'s share, fetched and mapped."""
-    global_batches = items(plan.seq.chunks(key, start_step))
-    out = ordered_map(share_reader(plan, replica), global_batches, plan.workers)
+    chunks = plan.seq.chunks(key, start_step)
+    out: Iterator[LocalBatch]
+    if replica.world == 1 and _gathers_groups(plan):
+        out = (LocalBatch(as_tuple(data), len(h), len(h), h) for h, data in _grouped(plan, chunks))
+    else:
+        out = ordered_map(share_reader(plan, replica), items(chunks), plan.workers)
     if plan.prefetch is not None and plan.prefetch.size > 0:
         return prefetch(out, plan.prefetch.size, plan.prefetch.device)
     return out
@@ -114,11 +120,38 @@ def local_batches(plan: Plan, key: EpochKey, start_step: int,
 
 def iter_batches(plan: Plan, key: EpochKey) -> Iterator[tuple[Any, ...]]:
     """A batched pipeline's batches (plain iteration: one replica), each as a tuple."""
-    fetch = batch_fetcher(plan)
-    out = ordered_map(lambda h: as_tuple(fetch(h)), items(plan.seq.chunks(key)), plan.workers)
+    out: Iterator[tuple[Any, ...]]
+    if _gathers_groups(plan):
+        out = (as_tuple(data) for _, data in _grouped(plan, plan.seq.chunks(key)))
+    else:
+        fetch = batch_fetcher(plan)
+        out = ordered_map(lambda h: as_tuple(fetch(h)), items(plan.seq.chunks(key)),
+                          plan.workers)
     if plan.prefetch is not None and plan.prefetch.size > 0:
         return prefetch(out, plan.prefetch.size, plan.prefetch.device)
     return out
+
+
+def _gathers_groups(plan: Plan) -> bool:
+    """Whether batches may be gathered many at a time: slices of tensors and no maps (a
+    map runs per batch, and a pool of map threads takes the batches one by one)."""
+    return (plan.batched and isinstance(plan.elements, SliceElements) and not plan.sample_maps
+            and not plan.batch_maps)
+
+
+def _grouped(plan: Plan, chunks: Iterator[Chunk]) -> Iterator[tuple[torch.Tensor, Any]]:
+    """``(handles, batch)`` per global batch, gathering a group of batches at once where
+    the handles come as :class:`Blocks` (one gather instead of dozens)."""
+    elements = plan.elements
+    assert isinstance(elements, SliceElements)
+    for chunk in chunks:
+        if isinstance(chunk, Blocks):
+            for group in chunk.groups():
+                yield from zip(group.split(chunk.size),
+                               elements.batches(group, chunk.size), strict=True)
+        else:  # a last partial batch, or handles cut otherwise
+            for handles in chunk:
+                yield handles, elements.batch(handles)
 
 
 def iter_samples(plan: Plan, key: EpochKey) -> Iterator[tuple[Any, ...]]:
