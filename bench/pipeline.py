@@ -18,7 +18,9 @@ With ``p`` stages and ``m`` micro-batches a pipeline keeps its stages busy for `
 of every ``m + p - 1`` slots (GPipe's bubble), so at best it runs ``p * m / (m + p - 1)``
 times as fast as one process with the whole model on one core. The table prints the
 measured speed-up, that ideal, and their ratio. Goal (issue 14): within 15% of the
-ideal at ``m = 8``.
+ideal at ``m = 8``. The last column is mirrorfit's speed over torch's own schedule
+driven by hand (``PipelineStage`` + ``ScheduleGPipe``/``Schedule1F1B``, the same
+stages, data, loss and SGD, no ``fit``): what mirrorfit itself costs.
 
 Run on a quiet host with at least 2 free cores: ``.venv/bin/python bench/pipeline.py
 [--microbatches 1 2 4 8] [--steps 8] [--width 1024]`` (``--width 64 --steps 2`` checks
@@ -78,6 +80,60 @@ def child(kind: str, microbatches: int, steps: int, width: int, schedule: str,
     sys.stdout.flush()
 
 
+def torch_child(rank: int, port: int, microbatches: int, steps: int, width: int,
+                schedule: str, batch: int) -> None:
+    """One stage of the same model and data under torch's schedule, driven by hand."""
+    import os
+
+    import numpy as np
+    import torch
+    import torch.distributed as dist
+    from torch import nn
+    from torch.distributed.pipelining import PipelineStage, Schedule1F1B, ScheduleGPipe
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    layers: list[nn.Module] = [nn.Linear(width * 3 // 2, width), nn.ReLU()]
+    for _ in range(LAYERS - 1):
+        layers += [nn.Linear(width, width), nn.ReLU()]
+    part = nn.Sequential(*layers[:-1][:4] if rank == 0 else layers[:-1][4:])
+    stage = PipelineStage(part, rank, 2, torch.device("cpu"))
+    kind = ScheduleGPipe if schedule == "gpipe" else Schedule1F1B
+    pipe = kind(stage, microbatches, loss_fn=nn.functional.mse_loss)
+    opt = torch.optim.SGD(part.parameters(), lr=0.01)
+    rng = np.random.default_rng(0)
+    x = torch.from_numpy(rng.normal(size=(batch * steps, width * 3 // 2)).astype("float32"))
+    y = torch.from_numpy(rng.normal(size=(batch * steps, width)).astype("float32"))
+    for _ in range(2):  # the second epoch is timed, as fit's
+        start = time.perf_counter()
+        for i in range(steps):
+            rows = torch.randperm(batch * steps)[:batch]
+            opt.zero_grad()
+            if rank == 0:
+                pipe.step(x[rows])
+            else:
+                pipe.step(target=y[rows])
+            opt.step()
+        seconds = time.perf_counter() - start
+    line = {"rank": rank, "samples_s": batch * steps / seconds}
+    sys.stdout.write("JSON " + json.dumps(line) + "\n")
+    sys.stdout.flush()
+    dist.destroy_process_group()
+
+
+def spawn_torch(microbatches: int, steps: int, width: int, schedule: str, batch: int) -> None:
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(torch_child, args=(port, microbatches, steps, width, schedule, batch), nprocs=2)
+
+
 def _job(kind: str, microbatches: int, steps: int, width: int, schedule: str,
          batch: int) -> float:
     out = subprocess.run([sys.executable, __file__, "--child", kind, "--microbatches",
@@ -96,8 +152,11 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=1024)
     parser.add_argument("--batch", type=int, default=BATCH, help="global batch")
     parser.add_argument("--schedule", default="gpipe", choices=("gpipe", "1f1b"))
-    parser.add_argument("--child", choices=("one", "pipeline"), help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=("one", "pipeline", "torch"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.child == "torch":
+        spawn_torch(args.microbatches[0], args.steps, args.width, args.schedule, args.batch)
+        return
     if args.child:
         child(args.child, args.microbatches[0], args.steps, args.width, args.schedule,
               args.batch)
@@ -106,18 +165,21 @@ def main() -> None:
     print(f"MLP of {LAYERS} Linear layers of width {args.width}, SGD, global batch "
           f"{args.batch}, one thread per process; 2 stages ({args.schedule}) on 2 CPU workers "
           "(gloo)")
-    print(f"{'run':<14}{'samples/s':>11}{'speed-up':>10}{'ideal':>8}{'vs ideal':>10}{'goal':>7}")
+    print(f"{'run':<14}{'samples/s':>11}{'speed-up':>10}{'ideal':>8}{'vs ideal':>10}{'goal':>7}"
+          f"{'vs torch':>10}")
     print(f"{'one process':<14}{one:>11.0f}{1.0:>9.2f}x")
     for m in args.microbatches:
         if args.schedule == "1f1b" and m < 2:
             continue  # 1F1B needs microbatches >= stages
         rate = _job("pipeline", m, args.steps, args.width, args.schedule, args.batch)
+        alone = _job("torch", m, args.steps, args.width, args.schedule, args.batch)
         ideal = 2 * m / (m + 1)
         ratio = rate / one / ideal
         goal = ("met" if ratio >= 0.85 else "MISSED") if m == 8 else "-"
         print(f"{f'm = {m}':<14}{rate:>11.0f}{rate / one:>9.2f}x{ideal:>7.2f}x"
-              f"{ratio:>9.2f}x{goal:>7}")
-    print("(ideal: p * m / (m + p - 1) with p = 2 stages; goal: within 15% of it at m = 8)")
+              f"{ratio:>9.2f}x{goal:>7}{rate / alone:>9.2f}x")
+    print("(ideal: p * m / (m + p - 1) with p = 2 stages; goal: within 15% of it at m = 8;\n"
+          " vs torch: mirrorfit's fit over torch's schedule driven by hand, same stages)")
 
 
 if __name__ == "__main__":
