@@ -1,8 +1,9 @@
 """Worker script for the PipelineStrategy tests (``test_pipeline_workers.py``).
 
 ``TRAIN`` (2 workers, 2 stages) trains a small MLP and a small CNN with SGD and Adam
-under GPipe and 1F1B and, in the same process, the same models on one device (the
-reference); then trains with BackupAndRestore and ModelCheckpoint until an
+under GPipe and 1F1B, and a model cut inside a nested ``nn.Sequential``
+(``split_points=["blocks.3"]``), and, in the same process, the same models on one
+device (the reference); then trains with BackupAndRestore and ModelCheckpoint until an
 interruption in the middle of an epoch, writes a consolidated ``model.save`` file,
 resumes from the backup at the exact step, and reads the files back with
 ``mirrorfit.load_model`` on one device. It prints one ``JSON`` line per rank and
@@ -11,6 +12,7 @@ writes ``OUT/<name>.<rank>.npz``.
 
 TRAIN = r'''
 import json, os, shutil, sys
+from collections import OrderedDict
 import numpy as np, torch
 from torch import nn
 import mirrorfit
@@ -73,6 +75,25 @@ for name, arch, data, optimizer, schedule in (
                                                  return_dict=True)}
         save(f"{name}.{label}.pred", [model.predict(data[0][:33], batch_size=8)])
     line[name] = got
+
+# a split point inside a nested nn.Sequential ("blocks.3"): blocks is cut in two, each
+# worker keeps its stage's leaves only; one device's weights
+def nested():
+    return nn.Sequential(OrderedDict([
+        ("embed", nn.Linear(6, 16)),
+        ("blocks", nn.Sequential(nn.Tanh(), nn.Linear(16, 16), nn.Tanh(), nn.Linear(16, 16))),
+        ("head", nn.Sequential(nn.Tanh(), nn.Linear(16, 3)))]))
+
+
+nested_pipe = mirrorfit.PipelineStrategy(stages=2, microbatches=4, split_points=["blocks.3"])
+for label, s in (("pipe", nested_pipe), ("one", ONE)):
+    model = build(s, nested)
+    model.fit(x, y, batch_size=16, epochs=2, verbose=0, seed=SEED)
+    save(f"nested.{label}", model.get_weights())
+    if label == "pipe":
+        module = model.training_context.module
+        line["nested_real"] = [n for n, p in module.named_parameters() if not p.is_meta]
+        line["nested_stage"] = list(model.training_context.setup.placed.state_dict())
 
 # sequences of another length: each input shape gets its own stages (torch's stages keep
 # the shapes they inferred on their first step)

@@ -1,6 +1,7 @@
 """Worker scripts for the ShardedStrategy tests (``test_sharded_workers.py``).
 
-``TRAIN`` (2 workers) trains with gradient accumulation, trains again until a step
+``TRAIN`` (2 workers) first compiles modules FSDP2 cannot shard (each refused), then
+trains with gradient accumulation, trains again until a step
 in the middle of an epoch with BackupAndRestore and ModelCheckpoint, gathers the
 weights on every rank, writes a consolidated ``model.save`` file, and resumes from
 its own backup on 2 workers. ``RESUME`` (any replica count) resumes a copy of that
@@ -110,7 +111,37 @@ class InterruptAt(Callback):
             raise Interrupted
 
 
-line = {}
+def tied():
+    emb, head = nn.Embedding(6, 6), nn.Linear(6, 6, bias=False)
+    head.weight = emb.weight
+    return nn.Sequential(emb, nn.Tanh(), head)
+
+
+def fsdp1():
+    from torch.distributed.fsdp import FullyShardedDataParallel
+    return FullyShardedDataParallel(architecture(), device_id=torch.device("cpu"))
+
+
+def lazy():
+    return nn.Sequential(nn.LazyLinear(16), nn.Tanh(), nn.Linear(16, 3))
+
+
+# 0. modules FSDP2 cannot shard (torch 2.13 trains the FSDP1 one to wrong weights, fails
+# on the others at the first step): refused at compile on every rank, before anything is
+# sharded or written
+line = {"refused": {}}
+for name, make in (("tied", tied), ("fsdp1", fsdp1), ("lazy", lazy)):
+    module = make()
+    try:
+        with strategy.scope():
+            mirrorfit.Model(module).compile("adam", "sparse_categorical_crossentropy")
+    except (TypeError, ValueError) as exc:
+        line["refused"][name] = f"{type(exc).__name__}: {exc}"
+    line["refused"][name + " sharded"] = any(
+        type(p).__name__ == "DTensor" for p in module.parameters()) or any(
+        type(m).__name__.startswith("FSDP") for m in module.modules())
+line["files after refusals"] = os.listdir(out)
+
 # 1. accumulation: no gradient reaches the shards before the update's backward
 model = build("sgd", steps_per_update=2)
 model.fit(x, y, batch_size=BATCH, epochs=1, verbose=0, seed=SEED, callbacks=[GradProbe()])

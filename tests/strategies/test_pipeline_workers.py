@@ -1,7 +1,8 @@
 """PipelineStrategy with real gloo workers: 2 stages on 2 workers, one launch.
 
 The same final weights, logs, evaluation and predictions as one device (a small MLP
-and a small CNN; SGD and Adam; GPipe and 1F1B; a last batch that runs in fewer
+and a small CNN; SGD and Adam; GPipe and 1F1B; a split point inside a nested
+``nn.Sequential``; a last batch that runs in fewer
 micro-batches; float16 skipping an overflowing step on both stages); a batch that
 does not split into micro-batches refused on every rank; BackupAndRestore folders
 (every stage its part, through DCP) resumed at the exact step; whole ``get_weights``
@@ -63,6 +64,19 @@ def test_two_stages_train_like_one_device(run, config):
                                                                  ref["evaluate"].items()}
             assert logs["accuracy"] == expected["accuracy"]  # exact counts
             assert logs["loss"] == pytest.approx(expected["loss"], rel=1e-6)
+
+
+def test_a_nested_split_point_trains_like_one_device_and_frees_the_other_stage(run):
+    out, lines, _ = run
+    one = saved_arrays(out, "nested.one")
+    for rank in range(2):
+        assert_close(saved_arrays(out, "nested.pipe", rank), one, atol=1e-5)
+    # blocks.3 starts stage 2: blocks is cut in two; each worker keeps only its leaves
+    assert lines[0]["nested_real"] == ["embed.weight", "embed.bias", "blocks.1.weight",
+                                       "blocks.1.bias"]
+    assert lines[1]["nested_real"] == ["blocks.3.weight", "blocks.3.bias", "head.1.weight",
+                                       "head.1.bias"]
+    assert lines[1]["nested_stage"] == lines[1]["nested_real"]  # the whole model's names
 
 
 def test_inputs_of_another_length_get_their_own_stages(run):

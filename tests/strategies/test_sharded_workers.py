@@ -45,6 +45,25 @@ def runs(tmp_path_factory):
     return out, lines, resume
 
 
+def test_modules_fsdp2_cannot_shard_are_refused_on_every_rank_before_sharding(runs):
+    _, lines, _ = runs
+    assert len(lines["train"]) == 2
+    for line in lines["train"]:
+        refused = line["refused"]
+        assert refused["tied"].startswith(
+            "ValueError: '0.weight' and '2.weight' are one parameter (tied weights) in "
+            "different FSDP units ('0', '2')")
+        assert "e.g. wrap=[] (the whole model is one unit)" in refused["tied"]
+        assert refused["fsdp1"].startswith(
+            "TypeError: The model (FullyShardedDataParallel) is already wrapped by "
+            "FullyShardedDataParallel (FSDP1); ShardedStrategy shards the plain module itself")
+        assert refused["lazy"].startswith(
+            "ValueError: '0.weight' (LazyLinear at '0') is not initialized yet")
+        # nothing sharded (the FSDP1 module is the caller's own wrapper), nothing written
+        assert not refused["tied sharded"] and not refused["lazy sharded"]
+        assert line["files after refusals"] == []
+
+
 def test_parameters_are_sharded_and_accumulation_skips_the_reduce_scatter(runs):
     _, lines, _ = runs
     for line in lines["train"]:

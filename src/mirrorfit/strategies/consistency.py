@@ -14,7 +14,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import torch
 from torch import nn
+from torch.nn.parameter import is_lazy
 
 from mirrorfit.strategies.strategy import Strategy
 
@@ -30,12 +32,17 @@ class ReplicaMismatchError(ValueError):
 
 
 def module_fingerprint(module: nn.Module) -> list[str]:
-    """``"name: shape dtype"`` of every parameter and buffer, in registration order."""
-    out = [f"{name}: {tuple(p.shape)} {str(p.dtype).removeprefix('torch.')}"
-           for name, p in module.named_parameters()]
-    out += [f"{name} (buffer): {tuple(b.shape)} {str(b.dtype).removeprefix('torch.')}"
-            for name, b in module.named_buffers()]
+    """``"name: shape dtype"`` of every parameter and buffer, in registration order
+    (``"name: uninitialized"`` for a lazy module's, whose shape is not known yet)."""
+    out = [f"{name}: {_shape_and_dtype(p)}" for name, p in module.named_parameters()]
+    out += [f"{name} (buffer): {_shape_and_dtype(b)}" for name, b in module.named_buffers()]
     return out
+
+
+def _shape_and_dtype(tensor: torch.Tensor) -> str:
+    if is_lazy(tensor):  # reading its shape raises; the strategy says what to do
+        return "uninitialized"
+    return f"{tuple(tensor.shape)} {str(tensor.dtype).removeprefix('torch.')}"
 
 
 def compile_fingerprint(module: nn.Module, optimizer: Any, loss: Any, metrics: Sequence[Any],

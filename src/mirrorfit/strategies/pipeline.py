@@ -1,6 +1,7 @@
 """Pipeline parallelism on ``torch.distributed.pipelining``: one stage per worker.
 
-An ``nn.Sequential`` is cut between its children into ``stages`` parts
+An ``nn.Sequential`` is cut between its children (or, at split points named by a
+nested path, inside its ``nn.Sequential`` children) into ``stages`` parts
 (``strategies.pipeline_split``); worker ``rank % stages`` keeps its part and frees
 the others' layers (they stay in the module as meta tensors). Each step splits the
 replica's share of the global batch into ``microbatches`` equal chunks that flow
@@ -49,7 +50,7 @@ class _Stage:
     """What the strategy keeps per compiled model (``setup.private["pipeline"]``)."""
 
     index: int
-    bounds: list[tuple[int, int]]
+    bounds: list[tuple[int, int]]  # each stage's range of the cut's units
     owned: frozenset[str]  # state_dict keys of this stage's children
     group_names: list[list[str]]  # the optimizer's groups over the whole model, by name
     param_names: dict[int, str]  # id(parameter) -> name, this stage's parameters
@@ -70,8 +71,11 @@ class PipelineStrategy(WorkerStrategy, ShardedState):
             uses the largest divisor of its size not above ``microbatches``.
         schedule: ``"gpipe"`` (all forwards, then all backwards) or ``"1f1b"`` (one
             forward one backward, less activation memory; needs ``microbatches >= stages``).
-        split_points: names of the children of the ``nn.Sequential`` that start stages
-            2, 3, ...; None cuts where the stages' parameter counts are most even.
+        split_points: module paths of the modules that start stages 2, 3, ...: children
+            of the ``nn.Sequential`` (``"3"``, ``"decoder"``) or modules inside its
+            ``nn.Sequential`` children, at any depth (``"blocks.3"`` also cuts
+            ``blocks`` in two); None cuts the root's children where the stages'
+            parameter counts are most even.
         replicas: data-parallel copies of the pipeline (a 2-D mesh ``(dp, pp)``).
         port, timeout, num_threads, max_restarts: as for ``MirroredStrategy``.
         precision: ``"bf16-mixed"``, ``"16-mixed"`` or ``"32"`` (Keras's names too); None
@@ -164,16 +168,16 @@ class PipelineStrategy(WorkerStrategy, ShardedState):
         self._check_started()
         policy = precision_mod.canonical_name(self.precision_policy or precision)
         _check_supported(jit_compile)
-        bounds = pipeline_split.stage_bounds(module, self.stages, self.split_points)
+        cut = pipeline_split.cut(module, self.stages, self.split_points)  # raises first
         before = {id(p): name for name, p in module.named_parameters()}
         group_names = [[before[id(p)] for p in g["params"]] for g in optimizer.param_groups]
         index = self.stage
-        first, end = bounds[index]
-        for i, child in enumerate(module.children()):
-            if not first <= i < end:
-                child.to("meta")  # another stage's: keep names and shapes, free the memory
-        assert isinstance(module, nn.Sequential)  # stage_bounds raised otherwise
-        stage = pipeline_split.stage_module(module, bounds[index]).to(self._device)
+        mine = cut.stage_units(index)
+        for path in cut.units:
+            if path not in mine:  # another stage's: keep names and shapes, free the memory
+                module.get_submodule(path).to("meta")
+        assert isinstance(module, nn.Sequential)  # cut() raised otherwise
+        stage = pipeline_split.stage_module(module, mine).to(self._device)
         optimizers_mod.rebind(optimizer, before, dict(stage.named_parameters()))
         owned = frozenset(stage.state_dict())
         if precision_mod.POLICIES[policy] is torch.float16 and next(stage.parameters(), None) \
@@ -184,7 +188,7 @@ class PipelineStrategy(WorkerStrategy, ShardedState):
         self._owned[id(module)] = owned
         setup = Setup(module, stage, stage, optimizer,
                       precision_mod.resolve(policy, self._device), clipping or Clipping())
-        pipe = _Stage(index, bounds, owned, group_names,
+        pipe = _Stage(index, cut.bounds, owned, group_names,
                       {id(p): n for n, p in stage.named_parameters()})
         setup.private["pipeline"] = pipe
         self._pipes.append(pipe)

@@ -40,6 +40,7 @@ from mirrorfit.checkpoint.errors import MismatchedCheckpointError
 from mirrorfit.devices import DeviceSpec
 from mirrorfit.strategies.capabilities import BackwardSyncControl, ShardedState
 from mirrorfit.strategies.setup import Clipping, Setup
+from mirrorfit.strategies.shardable import check_shardable
 from mirrorfit.strategies.workers import WorkerStrategy
 
 #: what ``wrap=`` accepts: module paths ("encoder.layers.0") or module classes
@@ -76,6 +77,11 @@ class ShardedStrategy(WorkerStrategy, BackwardSyncControl, ShardedState):
         ValueError: a ``wrap`` entry that is neither a path nor a module class (at
             construction), or a path or class the module does not have (at ``compile``,
             on every worker, before anything is sharded).
+        ValueError, TypeError: at ``compile``, on every worker before anything is
+            sharded, a module FSDP2 cannot shard: already FSDP-wrapped, lazy and not yet
+            run, a 0-d parameter, a sparse embedding, weights tied across units, or
+            trainable parameters of several dtypes in one unit
+            (``strategies.shardable``; the message names the module and the fix).
 
     Example:
         >>> import mirrorfit
@@ -117,14 +123,23 @@ class ShardedStrategy(WorkerStrategy, BackwardSyncControl, ShardedState):
                              jit_compile=jit_compile)
 
     def setup_module(self, module: nn.Module) -> nn.Module:
+        """Shard ``module`` in place: each unit of ``wrap``, then the root.
+
+        Raises:
+            ValueError, TypeError: a ``wrap`` entry the module does not have, or a module
+                FSDP2 cannot shard (see ``strategies.shardable``), on every worker before
+                anything is moved or sharded.
+        """
         self._check_started()
-        module = module.to(self._device)
         if not self.distributed or isinstance(module, FSDPModule):
-            return module  # one replica: nothing to shard; a model compiled twice: done
+            return module.to(self._device)  # one replica: nothing to shard; compiled twice
+        units = _units(module, self.wrap)
+        check_shardable(module, units)
+        module = module.to(self._device)
         dtype = self._compute_dtype
         policy = (MixedPrecisionPolicy(param_dtype=dtype, reduce_dtype=torch.float32)
                   if dtype is not None else MixedPrecisionPolicy())
-        for child in _units(module, self.wrap):
+        for child in units:
             fully_shard(child, mesh=self.mesh, reshard_after_forward=self.reshard_after_forward,
                         mp_policy=policy)
         # the root's own parameters are gathered again at once by backward: keep them
