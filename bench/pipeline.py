@@ -9,7 +9,7 @@ Both stages take equal time: the first layer's input needs no gradient, so its
 backward is one matrix product where the others' is two. The first layer therefore
 reads ``1.5 * width`` features: stage 1 does 2.5 + 3.5 width-squared products per
 sample (forward + backward), stage 2 does 2 + 4, the same total. Micro-batches are
-large enough (2048 / 8 = 256 rows) that a chunk's products run at the speed of the
+large enough (4096 / 8 = 512 rows) that a chunk's products run at the speed of the
 whole batch's; at smaller chunks the per-chunk cost of a gloo send and receive
 (about 1 ms) and the less efficient weight-gradient product weigh (``--batch 64``
 shows it).
@@ -35,7 +35,7 @@ import subprocess
 import sys
 import time
 
-BATCH = 2048  # the default of --batch
+BATCH = 4096  # the default of --batch
 LAYERS = 4  # square Linear layers: 2 per stage
 
 
@@ -108,7 +108,7 @@ def torch_child(rank: int, port: int, microbatches: int, steps: int, width: int,
     y = torch.from_numpy(rng.normal(size=(batch * steps, width)).astype("float32"))
     for _ in range(2):  # the second epoch is timed, as fit's
         start = time.perf_counter()
-        for i in range(steps):
+        for _ in range(steps):
             rows = torch.randperm(batch * steps)[:batch]
             opt.zero_grad()
             if rank == 0:
@@ -161,18 +161,23 @@ def main() -> None:
         child(args.child, args.microbatches[0], args.steps, args.width, args.schedule,
               args.batch)
         return
-    one = _job("one", 1, args.steps, args.width, args.schedule, args.batch)
+    first = _job("one", 1, args.steps, args.width, args.schedule, args.batch)
+    rows = []
+    for m in args.microbatches:
+        if args.schedule == "1f1b" and m < 2:
+            continue  # 1F1B needs microbatches >= stages
+        rows.append((m, _job("pipeline", m, args.steps, args.width, args.schedule, args.batch),
+                     _job("torch", m, args.steps, args.width, args.schedule, args.batch)))
+    last = _job("one", 1, args.steps, args.width, args.schedule, args.batch)
+    one = (first + last) / 2  # the one-process baseline, before and after the pipelines
     print(f"MLP of {LAYERS} Linear layers of width {args.width}, SGD, global batch "
           f"{args.batch}, one thread per process; 2 stages ({args.schedule}) on 2 CPU workers "
           "(gloo)")
     print(f"{'run':<14}{'samples/s':>11}{'speed-up':>10}{'ideal':>8}{'vs ideal':>10}{'goal':>7}"
           f"{'vs torch':>10}")
-    print(f"{'one process':<14}{one:>11.0f}{1.0:>9.2f}x")
-    for m in args.microbatches:
-        if args.schedule == "1f1b" and m < 2:
-            continue  # 1F1B needs microbatches >= stages
-        rate = _job("pipeline", m, args.steps, args.width, args.schedule, args.batch)
-        alone = _job("torch", m, args.steps, args.width, args.schedule, args.batch)
+    print(f"{'one process':<14}{one:>11.0f}{1.0:>9.2f}x   (first {first:.0f}, last {last:.0f}: "
+          f"A/A {last / first:.3f})")
+    for m, rate, alone in rows:
         ideal = 2 * m / (m + 1)
         ratio = rate / one / ideal
         goal = ("met" if ratio >= 0.85 else "MISSED") if m == 8 else "-"
