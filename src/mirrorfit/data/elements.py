@@ -8,7 +8,7 @@ samples (for maps that run per sample). Slices gather a whole batch with one
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Protocol
 
 import torch
@@ -63,12 +63,14 @@ class SliceElements:
         # one vectorised gather per tensor: no per-sample Python
         return self._rebuild(iter([t.index_select(0, handles) for t in self._leaves]))
 
-    def batches(self, handles: torch.Tensor, size: int) -> list[Any]:
+    def batches(self, handles: torch.Tensor, size: int) -> Iterator[Any]:
         """The batches of ``size`` consecutive ``handles`` (the last may be smaller): one
         gather per tensor for all of them, each batch a view of it (the same values as
         ``batch`` per piece, with a fraction of the calls)."""
         pieces = [t.index_select(0, handles).split(size) for t in self._leaves]
-        return [self._rebuild(iter(leaves)) for leaves in zip(*pieces, strict=True)]
+        if self._rebuild is tuple:  # a flat tuple of tensors: zip builds each batch in C
+            return zip(*pieces, strict=True)
+        return (self._rebuild(iter(leaves)) for leaves in zip(*pieces, strict=True))
 
     def samples(self, handles: Chunk) -> list[Any]:
         return unbatch(self.batch(handles))

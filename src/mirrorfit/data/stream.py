@@ -122,7 +122,7 @@ def iter_batches(plan: Plan, key: EpochKey) -> Iterator[tuple[Any, ...]]:
     """A batched pipeline's batches (plain iteration: one replica), each as a tuple."""
     out: Iterator[tuple[Any, ...]]
     if _gathers_groups(plan):
-        out = (as_tuple(data) for _, data in _grouped(plan, plan.seq.chunks(key)))
+        out = map(as_tuple, _grouped_data(plan, plan.seq.chunks(key)))
     else:
         fetch = batch_fetcher(plan)
         out = ordered_map(lambda h: as_tuple(fetch(h)), items(plan.seq.chunks(key)),
@@ -147,11 +147,23 @@ def _grouped(plan: Plan, chunks: Iterator[Chunk]) -> Iterator[tuple[torch.Tensor
     for chunk in chunks:
         if isinstance(chunk, Blocks):
             for group in chunk.groups():
-                yield from zip(group.split(chunk.size),
-                               elements.batches(group, chunk.size), strict=True)
+                yield from zip(group.split(chunk.size), elements.batches(group, chunk.size),
+                               strict=True)
         else:  # a last partial batch, or handles cut otherwise
             for handles in chunk:
                 yield handles, elements.batch(handles)
+
+
+def _grouped_data(plan: Plan, chunks: Iterator[Chunk]) -> Iterator[Any]:
+    """The batches of :func:`_grouped` without their handles (plain iteration)."""
+    elements = plan.elements
+    assert isinstance(elements, SliceElements)
+    for chunk in chunks:
+        if isinstance(chunk, Blocks):
+            for group in chunk.groups():
+                yield from elements.batches(group, chunk.size)
+        else:
+            yield from map(elements.batch, chunk)
 
 
 def iter_samples(plan: Plan, key: EpochKey) -> Iterator[tuple[Any, ...]]:
