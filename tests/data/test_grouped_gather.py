@@ -1,4 +1,5 @@
-"""Batches of tensor slices gathered a group at a time are the batch-by-batch gathers."""
+"""Batches of tensors gathered a group at a time are the batch-by-batch gathers
+(Dataset slices, and in-memory arrays given to fit)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,10 @@ from typing import Any
 import torch
 
 from mirrorfit.data import Dataset
+from mirrorfit.data.batches import IndexedBatches
 from mirrorfit.data.sequences import _CUT_AHEAD
-from mirrorfit.data.sharding import Replica
+from mirrorfit.data.sharding import Replica, epoch_order
+from mirrorfit.data.sources import GATHER_BYTES, MAX_GROUP, TensorSource, batches_per_gather
 
 N = 32 * _CUT_AHEAD * 2 + 5  # two whole groups, a partial group, a partial last batch
 
@@ -56,3 +59,36 @@ def test_one_replica_fit_stream_resumes_mid_group_with_the_same_batches() -> Non
     start = _CUT_AHEAD + 3  # inside the second group
     resumed = stream(ds, start)
     _same(whole[:start] + resumed, whole)
+
+
+def test_one_replica_epoch_over_arrays_gathers_per_group() -> None:
+    x, y = torch.randn(N, 3), torch.arange(N)
+    stream = IndexedBatches(TensorSource((x, y)), 32, Replica(), shuffle=True, seed=5)
+    order = epoch_order(N, seed=5, epoch=2, shuffle=True)
+    expected = [(x[i], y[i], i) for i in order.split(32)]
+    for start in (0, MAX_GROUP + 3):  # from the start, and resumed inside the second group
+        got = list(stream.iter_epoch(2, start))
+        assert len(got) == len(expected) - start
+        for b, (xe, ye, ie) in zip(got, expected[start:], strict=True):
+            assert torch.equal(b.data[0], xe) and torch.equal(b.data[1], ye)
+            assert torch.equal(b.indices, ie) and b.size == b.global_size == len(ie)
+    storages = {b.data[0].untyped_storage().data_ptr() for b in stream.iter_epoch(2)}
+    assert len(storages) == -(-len(expected) // MAX_GROUP)  # one gather per group
+
+
+def test_one_replica_epoch_over_nested_arrays_is_batch_by_batch() -> None:
+    x, y = {"a": torch.randn(N, 2), "b": torch.arange(N)}, torch.arange(N)
+    got = list(IndexedBatches(TensorSource((x, y)), 32, Replica()).iter_epoch(0))
+    assert [b.data[1].tolist() for b in got] == [c.tolist() for c in torch.arange(N).split(32)]
+    assert all(torch.equal(b.data[0]["b"], b.data[1]) for b in got)
+
+
+def test_a_group_holds_a_few_mib_at_most() -> None:
+    assert batches_per_gather(3136 + 8, 32) == 41  # MNIST rows: 41 batches in 4 MiB
+    assert batches_per_gather(4, 32) == MAX_GROUP
+    assert batches_per_gather(3 * 224 * 224 * 4, 256) == 1  # big images: batch by batch
+    x = torch.zeros(N, 1024, 8)  # 32 KiB rows: 4 batches of 32 per gather
+    stream = IndexedBatches(TensorSource((x,)), 32, Replica())
+    storages = [b.data[0].untyped_storage() for b in stream.iter_epoch(0)]
+    assert max(s.nbytes() for s in storages) <= GATHER_BYTES
+    assert len({s.data_ptr() for s in storages}) == -(-len(storages) // 4)

@@ -20,7 +20,7 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 
 from mirrorfit.data.sharding import Replica, epoch_order, num_batches, take_share
-from mirrorfit.data.sources import Source
+from mirrorfit.data.sources import Source, batches_per_gather
 
 
 @dataclass
@@ -97,9 +97,28 @@ class IndexedBatches:
     def iter_epoch(self, epoch: int, start_step: int = 0) -> Iterator[LocalBatch]:
         order = epoch_order(len(self.source), seed=self.seed, epoch=epoch, shuffle=self.shuffle)
         size, total = self.batch_size, len(self.source)
-        for step in range(start_step, self.steps_per_epoch()):
+        end = self.steps_per_epoch()
+        if self.replica.world == 1 and hasattr(self.source, "fetch_split"):
+            yield from self._whole_batches(order[start_step * size:end * size])
+            return
+        for step in range(start_step, end):
             global_idx = order[step * size:(step + 1) * size]
             yield self._share(global_idx, min(size, total - step * size))
+
+    def _whole_batches(self, order: torch.Tensor) -> Iterator[LocalBatch]:
+        """One replica over tensors: the batches of ``order`` gathered a group at a time
+        (one ``index_select`` per tensor and group, each batch a view of it; a group
+        holds at most ``sources.GATHER_BYTES``)."""
+        size = self.batch_size
+        rows = size * batches_per_gather(getattr(self.source, "row_bytes", 0), size)
+        for lo in range(0, order.shape[0], rows):
+            group = order[lo:lo + rows]
+            batches = self.source.fetch_split(group, size)  # type: ignore[attr-defined]
+            if batches is None:  # nested structures: batch by batch
+                batches = map(self.source.fetch, group.split(size))
+            for idx, data in zip(group.split(size), batches, strict=True):
+                n = idx.shape[0]
+                yield LocalBatch(data, n, n, idx)
 
     def _share(self, global_idx: torch.Tensor, n: int) -> LocalBatch:
         read, local_idx, size = take_share(global_idx, n, self.replica)

@@ -16,7 +16,7 @@ from torch.utils.data import Dataset as TorchDataset
 from torch.utils.data import IterableDataset
 
 from mirrorfit.data.sequences import Chunk, RangeSeq, Seq, StreamSeq
-from mirrorfit.data.sources import to_tensor
+from mirrorfit.data.sources import row_bytes, to_tensor
 from mirrorfit.data.trees import collate, flatten, leaves, unbatch
 
 __all__ = ["Elements", "GeneratorElements", "SliceElements", "TorchElements", "describe_handles"]
@@ -55,6 +55,7 @@ class SliceElements:
         self.label = label
         self.length = _common_length(self.structure)
         self._leaves, self._rebuild = flatten(self.structure)
+        self.row_bytes = row_bytes(self._leaves)
 
     def seq(self) -> Seq:
         return RangeSeq(self.length)

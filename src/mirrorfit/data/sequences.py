@@ -223,10 +223,10 @@ class Blocks(Sequence[torch.Tensor]):
         for group in self.groups():
             yield from group.split(self.size)
 
-    def groups(self) -> Iterator[torch.Tensor]:
-        """The handles ``_CUT_AHEAD`` pieces at a time (a reader may gather a group at once
+    def groups(self, pieces: int = _CUT_AHEAD) -> Iterator[torch.Tensor]:
+        """The handles ``pieces`` pieces at a time (a reader may gather a group at once
         and cut the result, one gather per group instead of one per piece)."""
-        step = self.size * _CUT_AHEAD
+        step = self.size * pieces
         for lo in range(0, self.handles.shape[0], step):
             yield self.handles[lo:lo + step]
 

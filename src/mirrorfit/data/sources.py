@@ -4,7 +4,8 @@ collate."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import math
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -49,6 +50,23 @@ def leading_length(value: Any) -> int:
     return leading_length(value[0])
 
 
+#: at most this many bytes are gathered at once when batches are gathered in groups
+GATHER_BYTES = 4 << 20
+MAX_GROUP = 64  # batches per group at most
+
+
+def batches_per_gather(row_bytes: int, batch_size: int) -> int:
+    """How many batches of ``batch_size`` rows of ``row_bytes`` to gather at once: up to
+    ``MAX_GROUP``, within ``GATHER_BYTES`` (at least one): a group amortizes the call
+    costs of small batches and never holds more than a few MiB beyond one batch."""
+    return max(1, min(MAX_GROUP, GATHER_BYTES // max(1, row_bytes * batch_size)))
+
+
+def row_bytes(tensors: Sequence[torch.Tensor]) -> int:
+    """Bytes of one row (sample) across ``tensors``."""
+    return sum(math.prod(t.shape[1:]) * t.element_size() for t in tensors if t.dim())
+
+
 def _gather(value: Any, idx: torch.Tensor) -> Any:
     if isinstance(value, torch.Tensor):
         return value.index_select(0, idx)
@@ -76,6 +94,7 @@ class TensorSource:
             )
         self._len = lengths[0]
         self._flat = all(isinstance(p, torch.Tensor) for p in self.parts)
+        self.row_bytes = row_bytes(self.parts) if self._flat else 0
 
     def __len__(self) -> int:
         return self._len
@@ -84,6 +103,14 @@ class TensorSource:
         if self._flat:  # the common case: a tuple of plain tensors
             return tuple([p.index_select(0, indices) for p in self.parts])
         return tuple(_gather(p, indices) for p in self.parts)
+
+    def fetch_split(self, indices: torch.Tensor, size: int) -> Iterator[tuple[Any, ...]] | None:
+        """The batches of ``size`` consecutive ``indices``, gathered at once: one
+        ``index_select`` per tensor, each batch a view of it (None unless every part is
+        a plain tensor)."""
+        if not self._flat:
+            return None
+        return zip(*[p.index_select(0, indices).split(size) for p in self.parts], strict=True)
 
 
 class DatasetSource:

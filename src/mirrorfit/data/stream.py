@@ -30,6 +30,7 @@ from mirrorfit.data.plan import (
 from mirrorfit.data.prefetch import ordered_map, prefetch
 from mirrorfit.data.sequences import Blocks, Chunk, EpochKey, blocks, items
 from mirrorfit.data.sharding import Replica
+from mirrorfit.data.sources import batches_per_gather
 from mirrorfit.data.stages import Batch, Stage
 from mirrorfit.data.trees import as_tuple
 
@@ -146,7 +147,8 @@ def _grouped(plan: Plan, chunks: Iterator[Chunk]) -> Iterator[tuple[torch.Tensor
     assert isinstance(elements, SliceElements)
     for chunk in chunks:
         if isinstance(chunk, Blocks):
-            for group in chunk.groups():
+            per = batches_per_gather(elements.row_bytes, chunk.size)
+            for group in chunk.groups(per):
                 yield from zip(group.split(chunk.size), elements.batches(group, chunk.size),
                                strict=True)
         else:  # a last partial batch, or handles cut otherwise
@@ -160,7 +162,8 @@ def _grouped_data(plan: Plan, chunks: Iterator[Chunk]) -> Iterator[Any]:
     assert isinstance(elements, SliceElements)
     for chunk in chunks:
         if isinstance(chunk, Blocks):
-            for group in chunk.groups():
+            per = batches_per_gather(elements.row_bytes, chunk.size)
+            for group in chunk.groups(per):
                 yield from elements.batches(group, chunk.size)
         else:
             yield from map(elements.batch, chunk)
