@@ -299,8 +299,10 @@ class _CallableLoss(Loss):
         return self._per_sample(self._call(y_pred, y_true), y_pred)
 
     def __call__(self, y_pred: torch.Tensor, y_true: torch.Tensor) -> torch.Tensor:
-        if self._fused is not None and _fused_mean_fits(self._fused, self.fn, y_pred, y_true):
-            return self.fn(y_pred, y_true)  # torch's own "mean": the same value, one kernel
+        if self._fused is not None and _fused_mean_fits(self._fused, y_pred, y_true):
+            fused = _fused_mean(self._fused, self.fn, y_pred, y_true)
+            if fused is not None:
+                return fused  # torch's own "mean": the same value, one kernel
         values = self._call(y_pred, y_true)
         if values.ndim == 0 and self._unreduced is None:
             return values  # a plain function's own batch mean
@@ -336,19 +338,43 @@ def _fused_mean_kind(fn: Any) -> str | None:
     return "class_index" if type(fn) in _CLASS_INDEX else None
 
 
-def _fused_mean_fits(kind: str, fn: Any, y_pred: torch.Tensor, y_true: torch.Tensor) -> bool:
-    """Whether ``fn``'s "mean" equals the per-sample mean for this batch: a non-empty
-    batch; same shapes (elementwise); integer targets on the CPU with none equal to
-    ``ignore_index``, which torch's mean would leave out of the count (class index;
-    on a GPU that check would wait for the device, so the wrapper's way stays)."""
+def _fused_mean_fits(kind: str, y_pred: torch.Tensor, y_true: torch.Tensor) -> bool:
+    """Whether ``fn``'s "mean" may stand in for the per-sample mean of this batch: a
+    non-empty batch; same shapes (elementwise); integer targets on the CPU (class
+    index; on a GPU a target out of range is a device-side assert, not an error the
+    wrapper can catch, so the wrapper's way stays)."""
     if not (isinstance(y_pred, torch.Tensor) and isinstance(y_true, torch.Tensor)
             and y_pred.ndim > 0 and y_pred.shape[0] > 0):
         return False
     if kind == "elementwise":
         return y_pred.shape == y_true.shape
     return (y_true.device.type == "cpu" and not y_true.is_floating_point()
-            and y_true.shape[:1] == y_pred.shape[:1]
-            and not bool((y_true == fn.ignore_index).any()))
+            and y_true.shape[:1] == y_pred.shape[:1])
+
+
+# an ignore_index no class can have (torch takes an int64)
+_NO_CLASS = -(2**63)
+
+
+def _fused_mean(kind: str, fn: Any, y_pred: torch.Tensor,
+                y_true: torch.Tensor) -> torch.Tensor | None:
+    """``fn``'s own mean; None for a class-index batch with a target equal to
+    ``fn.ignore_index``.
+
+    torch's mean leaves such targets out of its count, the per-sample mean counts them
+    as 0. Instead of scanning the targets for it every step (a kernel and a sync), the
+    loss runs with an ``ignore_index`` no class can have: such a target is then out of
+    range, torch's bounds check raises, and the per-sample path takes the batch (it
+    raises again there for a target that is out of range for other reasons)."""
+    if kind == "elementwise":
+        return fn(y_pred, y_true)
+    try:
+        if isinstance(fn, nn.CrossEntropyLoss):
+            return F.cross_entropy(y_pred, y_true, ignore_index=_NO_CLASS,
+                                   label_smoothing=fn.label_smoothing)
+        return F.nll_loss(y_pred, y_true, ignore_index=_NO_CLASS)
+    except IndexError:
+        return None
 
 
 _REGISTRY: dict[str, type[Loss]] = {
