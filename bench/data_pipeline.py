@@ -14,7 +14,8 @@ best of ``--repeats``), on one torch thread:
    ``prefetch`` vs the model steps alone. Goal: <= 1.1x.
 3. ``cache()`` on a slow source: the second epoch vs the first. Goal: >= 10x faster.
 
-Run: ``.venv/bin/python bench/data_pipeline.py`` (``--quick`` for a smoke run).
+Run: ``.venv/bin/python bench/data_pipeline.py`` (``--quick`` for a smoke run; ``--only-fresh``
+for the fresh-epoch row alone, in a process that ran nothing before it).
 """
 
 from __future__ import annotations
@@ -198,8 +199,13 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5, help="runs per measurement (best kept)")
     parser.add_argument("--pairs", type=int, default=9, help="pairs for the fresh-epoch row")
     parser.add_argument("--quick", action="store_true", help="smaller inputs, for a smoke run")
+    parser.add_argument("--only-fresh", action="store_true",
+                        help="the fresh-epoch row alone, in a process that ran nothing else")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    if args.only_fresh:
+        print(_table(bench_fresh_epoch(args.pairs, args.quick)))
+        return
     rows = bench_mnist(args.repeats, args.quick)
     rows += bench_fresh_epoch(args.pairs, args.quick)
     rows += bench_prefetch(args.repeats, args.quick)
