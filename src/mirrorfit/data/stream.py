@@ -14,8 +14,6 @@ import threading
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-import torch
-
 from mirrorfit.data.batch_cache import BatchCache
 from mirrorfit.data.batches import LocalBatch
 from mirrorfit.data.elements import Elements, SliceElements
@@ -111,7 +109,8 @@ def local_batches(plan: Plan, key: EpochKey, start_step: int,
     chunks = plan.seq.chunks(key, start_step)
     out: Iterator[LocalBatch]
     if replica.world == 1 and _gathers_groups(plan):
-        out = (LocalBatch(as_tuple(data), len(h), len(h), h) for h, data in _grouped(plan, chunks))
+        out = (LocalBatch(as_tuple(data), len(h), len(h), h)
+               for h, data in _grouped(plan, chunks, True))
     else:
         out = ordered_map(share_reader(plan, replica), items(chunks), plan.workers)
     if plan.prefetch is not None and plan.prefetch.size > 0:
@@ -123,7 +122,7 @@ def iter_batches(plan: Plan, key: EpochKey) -> Iterator[tuple[Any, ...]]:
     """A batched pipeline's batches (plain iteration: one replica), each as a tuple."""
     out: Iterator[tuple[Any, ...]]
     if _gathers_groups(plan):
-        out = map(as_tuple, _grouped_data(plan, plan.seq.chunks(key)))
+        out = map(as_tuple, _grouped(plan, plan.seq.chunks(key), False))
     else:
         fetch = batch_fetcher(plan)
         out = ordered_map(lambda h: as_tuple(fetch(h)), items(plan.seq.chunks(key)),
@@ -140,33 +139,22 @@ def _gathers_groups(plan: Plan) -> bool:
             and not plan.batch_maps)
 
 
-def _grouped(plan: Plan, chunks: Iterator[Chunk]) -> Iterator[tuple[torch.Tensor, Any]]:
-    """``(handles, batch)`` per global batch, gathering a group of batches at once where
-    the handles come as :class:`Blocks` (one gather instead of dozens)."""
+def _grouped(plan: Plan, chunks: Iterator[Chunk], handles: bool) -> Iterator[Any]:
+    """Each global batch (as ``(handles, batch)`` with ``handles``), gathering a group of
+    batches at once where the handles come as :class:`Blocks` (one gather instead of
+    dozens; plain iteration skips cutting the handles)."""
     elements = plan.elements
     assert isinstance(elements, SliceElements)
     for chunk in chunks:
         if isinstance(chunk, Blocks):
             per = batches_per_gather(elements.row_bytes, chunk.size)
             for group in chunk.groups(per):
-                yield from zip(group.split(chunk.size), elements.batches(group, chunk.size),
-                               strict=True)
+                batches = elements.batches(group, chunk.size)
+                yield from (zip(group.split(chunk.size), batches, strict=True) if handles
+                            else batches)
         else:  # a last partial batch, or handles cut otherwise
-            for handles in chunk:
-                yield handles, elements.batch(handles)
-
-
-def _grouped_data(plan: Plan, chunks: Iterator[Chunk]) -> Iterator[Any]:
-    """The batches of :func:`_grouped` without their handles (plain iteration)."""
-    elements = plan.elements
-    assert isinstance(elements, SliceElements)
-    for chunk in chunks:
-        if isinstance(chunk, Blocks):
-            per = batches_per_gather(elements.row_bytes, chunk.size)
-            for group in chunk.groups(per):
-                yield from elements.batches(group, chunk.size)
-        else:
-            yield from map(elements.batch, chunk)
+            for piece in chunk:
+                yield (piece, elements.batch(piece)) if handles else elements.batch(piece)
 
 
 def iter_samples(plan: Plan, key: EpochKey) -> Iterator[tuple[Any, ...]]:
