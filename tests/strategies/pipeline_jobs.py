@@ -17,6 +17,7 @@ import numpy as np, torch
 from torch import nn
 import mirrorfit
 from mirrorfit.callbacks import BackupAndRestore, Callback, ModelCheckpoint
+from tests.strategies.interrupts import InterruptAt, Interrupted
 
 out = sys.argv[1]
 # the first strategy starts the 2 workers (the parent waits for them and exits); later
@@ -137,21 +138,6 @@ except ValueError as exc:
     line["batch_error"] = str(exc)
 
 
-class Interrupted(Exception):
-    pass
-
-
-class InterruptAt(Callback):
-    def __init__(self, step):
-        super().__init__()
-        self.step = step
-
-    def on_train_batch_end(self, batch, logs=None):
-        ctx = self.model.training_context
-        if ctx.epoch * 6 + ctx.step == self.step:
-            raise Interrupted
-
-
 class EpochWeights(Callback):
     def on_epoch_end(self, epoch, logs=None):  # collective: every rank gathers
         save(f"epoch{epoch + 1}", self.model.get_weights())
@@ -199,6 +185,7 @@ import json, os, sys
 import numpy as np, torch
 from torch import nn
 import mirrorfit
+from tests.strategies.interrupts import InterruptAt, Interrupted
 
 out = sys.argv[1]
 strategy = mirrorfit.PipelineStrategy(stages=2, microbatches=2, replicas=2)  # 4 workers
@@ -234,24 +221,14 @@ for label, s in (("pipe", strategy), ("one", mirrorfit.OneDeviceStrategy("cpu"))
              model.predict(x[:33], batch_size=8))
 
 
-class Interrupted(Exception):
-    pass
-
-
-class InterruptAt(mirrorfit.callbacks.Callback):
-    def on_train_batch_end(self, batch, logs=None):
-        ctx = self.model.training_context
-        if ctx.epoch * 6 + ctx.step == 8:  # after global step 8; the last backup: step 6
-            raise Interrupted
-
-
 # a backup folder written by the 4 workers (each stage's part once, though 2 replicas
 # hold it), resumed at the exact step
 backup = os.path.join(out, "backup")
 model = build(strategy)
 try:
     model.fit(x, y, batch_size=16, epochs=2, verbose=0, seed=5,
-              callbacks=[InterruptAt(), mirrorfit.callbacks.BackupAndRestore(backup, save_freq=3)])
+              # after global step 8; the last backup: step 6
+              callbacks=[InterruptAt(8), mirrorfit.callbacks.BackupAndRestore(backup, save_freq=3)])
 except Interrupted:
     pass
 model = build(strategy)

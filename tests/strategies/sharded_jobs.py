@@ -17,6 +17,7 @@ import numpy as np, torch
 from torch import nn
 import mirrorfit
 from mirrorfit.callbacks import BackupAndRestore, Callback, LambdaCallback, ModelCheckpoint
+from tests.strategies.interrupts import InterruptAt, Interrupted
 
 out = sys.argv[2]
 replicas = int(sys.argv[1])
@@ -92,23 +93,6 @@ class GradProbe(Callback):
     def on_train_batch_end(self, batch, logs=None):
         params = self.model.training_context.module.parameters()
         self.seen.append(any(p.grad is not None for p in params))
-
-
-class Interrupted(Exception):
-    pass
-
-
-class InterruptAt(Callback):
-    """Every rank raises after global step ``step`` (before the backup sees it)."""
-
-    def __init__(self, step):
-        super().__init__()
-        self.step = step
-
-    def on_train_batch_end(self, batch, logs=None):
-        ctx = self.model.training_context
-        if ctx.epoch * 5 + ctx.step == self.step:
-            raise Interrupted
 
 
 def tied():
