@@ -53,6 +53,15 @@ def test_fashion_mnist_cnn_trains_the_seed_cnn_on_two_workers():
     assert res.stderr.strip() == "", res.stderr
 
 
+def _assert_learned_and_sampled(out: str) -> None:
+    """A Shakespeare example's chief output: one epoch line, a validation loss well
+    below a uniform guess, and a generated sample."""
+    assert out.count("Epoch 1/1") == 1  # the chief alone prints
+    found = re.search(r"val loss: ([\d.]+) \(a uniform guess: ([\d.]+)\)", out)
+    assert found and float(found.group(1)) < float(found.group(2)) - 0.5, out  # 3.14 vs 4.11
+    assert re.search(r"sample: .{5,}", out, re.S)
+
+
 @pytest.mark.slow  # `pytest -m slow` runs it
 def test_shakespeare_transformer_trains_in_two_pipeline_stages():
     res = run_python(REPO / "examples" / "shakespeare_pipeline.py", "--epochs", "1",
@@ -62,10 +71,7 @@ def test_shakespeare_transformer_trains_in_two_pipeline_stages():
     out = res.stdout
     # the same model as the sharded example, cut where the stages are most even
     assert "vocabulary 61, 110,013 parameters, stages of 55,936 + 54,077" in out
-    assert out.count("Epoch 1/1") == 1  # the chief alone prints
-    found = re.search(r"val loss: ([\d.]+) \(a uniform guess: ([\d.]+)\)", out)
-    assert found and float(found.group(1)) < float(found.group(2)) - 0.5, out  # 3.14 vs 4.11
-    assert re.search(r"sample: .{5,}", out, re.S)
+    _assert_learned_and_sampled(out)
     assert res.stderr.strip() == "", res.stderr
 
 
@@ -77,10 +83,7 @@ def test_shakespeare_transformer_trains_sharded_on_two_workers():
     assert res.returncode == 0, res.stderr[-3000:]
     out = res.stdout
     assert "vocabulary 61, 110,013 parameters, 2 replica(s)" in out
-    assert out.count("Epoch 1/1") == 1  # the chief alone prints
-    found = re.search(r"val loss: ([\d.]+) \(a uniform guess: ([\d.]+)\)", out)
-    assert found and float(found.group(1)) < float(found.group(2)) - 0.5, out  # 3.14 vs 4.11
-    assert re.search(r"sample: .{5,}", out, re.S)
+    _assert_learned_and_sampled(out)
     # FSDP2 warns once that the root returns a view (Linear on (B, T, C)); mirrorfit's
     # losses and metrics never modify outputs in place. Nothing else may reach stderr.
     noise = [line for line in res.stderr.splitlines() if line.strip()
