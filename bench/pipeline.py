@@ -44,10 +44,10 @@ def child(kind: str, microbatches: int, steps: int, width: int, schedule: str,
     """One job: every worker prints a JSON line with the second epoch's time."""
     import numpy as np
     import torch
+    from epoch_time import EpochTime
     from torch import nn
 
     import mirrorfit
-    from mirrorfit.callbacks import Callback
 
     if kind == "pipeline":
         strategy: mirrorfit.Strategy = mirrorfit.PipelineStrategy(
@@ -62,20 +62,12 @@ def child(kind: str, microbatches: int, steps: int, width: int, schedule: str,
     with strategy.scope():
         model = mirrorfit.Model(nn.Sequential(*layers[:-1]))
         model.compile("sgd", "mse")
-    times: list[float] = []
-
-    class EpochTime(Callback):
-        def on_epoch_begin(self, epoch: int, logs: object = None) -> None:
-            self.start = time.perf_counter()
-
-        def on_epoch_end(self, epoch: int, logs: object = None) -> None:
-            times.append(time.perf_counter() - self.start)
-
+    timer = EpochTime()
     rng = np.random.default_rng(0)
     x = rng.normal(size=(batch * steps, width * 3 // 2)).astype("float32")
     y = rng.normal(size=(batch * steps, width)).astype("float32")
-    model.fit(x, y, batch_size=batch, epochs=2, verbose=0, seed=0, callbacks=[EpochTime()])
-    line = {"rank": strategy.rank, "samples_s": batch * steps / times[-1]}
+    model.fit(x, y, batch_size=batch, epochs=2, verbose=0, seed=0, callbacks=[timer])
+    line = {"rank": strategy.rank, "samples_s": batch * steps / timer.times[-1]}
     sys.stdout.write("JSON " + json.dumps(line) + "\n")
     sys.stdout.flush()
 

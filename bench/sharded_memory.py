@@ -28,7 +28,6 @@ import json
 import resource
 import subprocess
 import sys
-import time
 
 BATCH = 64
 WIDTHS = (1024, 4096, 4096, 4096, 2048, 2048, 10)  # 50.4 M parameters
@@ -47,10 +46,10 @@ def child(kind: str, workers: int, steps: int, widths: tuple[int, ...]) -> None:
     """One job: every worker prints a JSON line with its figures."""
     import numpy as np
     import torch
+    from epoch_time import EpochTime
     from torch import nn
 
     import mirrorfit
-    from mirrorfit.callbacks import Callback
 
     strategy = (mirrorfit.ShardedStrategy if kind == "sharded" else mirrorfit.MirroredStrategy)(
         devices=workers)
@@ -73,23 +72,15 @@ def child(kind: str, workers: int, steps: int, widths: tuple[int, ...]) -> None:
 
     setup.optimizer.register_step_pre_hook(measure)
 
-    times: list[float] = []
-
-    class EpochTime(Callback):
-        def on_epoch_begin(self, epoch: int, logs: object = None) -> None:
-            self.start = time.perf_counter()
-
-        def on_epoch_end(self, epoch: int, logs: object = None) -> None:
-            times.append(time.perf_counter() - self.start)
-
+    timer = EpochTime()
     rng = np.random.default_rng(0)
     x = rng.normal(size=(BATCH * steps, widths[0])).astype("float32")
     y = rng.integers(0, widths[-1], size=BATCH * steps).astype("int64")
-    model.fit(x, y, batch_size=BATCH, epochs=2, verbose=0, seed=0, callbacks=[EpochTime()])
+    model.fit(x, y, batch_size=BATCH, epochs=2, verbose=0, seed=0, callbacks=[timer])
     total = sum(p.numel() for p in model.module.parameters())
     line = {"kind": kind, "workers": workers, "rank": strategy.rank, "total_params": total,
             **seen, "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-            "step_s": times[-1] / steps}
+            "step_s": timer.times[-1] / steps}
     sys.stdout.write("JSON " + json.dumps(line) + "\n")
     sys.stdout.flush()
 
