@@ -34,18 +34,44 @@ import json
 import subprocess
 import sys
 import time
+from typing import Any
 
 BATCH = 4096  # the default of --batch
 LAYERS = 4  # square Linear layers: 2 per stage
 
 
+def _model(width: int) -> Any:
+    """The benchmark's MLP, an ``nn.Sequential`` (seeded: every job builds the same)."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+    layers: list[nn.Module] = [nn.Linear(width * 3 // 2, width), nn.ReLU()]
+    for _ in range(LAYERS - 1):
+        layers += [nn.Linear(width, width), nn.ReLU()]
+    return nn.Sequential(*layers[:-1])
+
+
+def _data(batch: int, steps: int, width: int) -> tuple[Any, Any]:
+    """The inputs and targets of one epoch (numpy, float32), the same in every job."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    return (rng.normal(size=(batch * steps, width * 3 // 2)).astype("float32"),
+            rng.normal(size=(batch * steps, width)).astype("float32"))
+
+
+def _report(rank: int, samples_s: float) -> None:
+    """One worker's JSON line, which ``_job`` reads."""
+    sys.stdout.write("JSON " + json.dumps({"rank": rank, "samples_s": samples_s}) + "\n")
+    sys.stdout.flush()
+
+
 def child(kind: str, microbatches: int, steps: int, width: int, schedule: str,
           batch: int) -> None:
     """One job: every worker prints a JSON line with the second epoch's time."""
-    import numpy as np
     import torch
     from epoch_time import EpochTime
-    from torch import nn
 
     import mirrorfit
 
@@ -55,21 +81,13 @@ def child(kind: str, microbatches: int, steps: int, width: int, schedule: str,
     else:
         torch.set_num_threads(1)
         strategy = mirrorfit.OneDeviceStrategy("cpu")
-    torch.manual_seed(0)
-    layers: list[nn.Module] = [nn.Linear(width * 3 // 2, width), nn.ReLU()]
-    for _ in range(LAYERS - 1):
-        layers += [nn.Linear(width, width), nn.ReLU()]
     with strategy.scope():
-        model = mirrorfit.Model(nn.Sequential(*layers[:-1]))
+        model = mirrorfit.Model(_model(width))
         model.compile("sgd", "mse")
     timer = EpochTime()
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(batch * steps, width * 3 // 2)).astype("float32")
-    y = rng.normal(size=(batch * steps, width)).astype("float32")
+    x, y = _data(batch, steps, width)
     model.fit(x, y, batch_size=batch, epochs=2, verbose=0, seed=0, callbacks=[timer])
-    line = {"rank": strategy.rank, "samples_s": batch * steps / timer.times[-1]}
-    sys.stdout.write("JSON " + json.dumps(line) + "\n")
-    sys.stdout.flush()
+    _report(strategy.rank, batch * steps / timer.times[-1])
 
 
 def torch_child(rank: int, port: int, microbatches: int, steps: int, width: int,
@@ -77,7 +95,6 @@ def torch_child(rank: int, port: int, microbatches: int, steps: int, width: int,
     """One stage of the same model and data under torch's schedule, driven by hand."""
     import os
 
-    import numpy as np
     import torch
     import torch.distributed as dist
     from torch import nn
@@ -86,18 +103,13 @@ def torch_child(rank: int, port: int, microbatches: int, steps: int, width: int,
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=2)
     torch.set_num_threads(1)
-    torch.manual_seed(0)
-    layers: list[nn.Module] = [nn.Linear(width * 3 // 2, width), nn.ReLU()]
-    for _ in range(LAYERS - 1):
-        layers += [nn.Linear(width, width), nn.ReLU()]
-    part = nn.Sequential(*layers[:-1][:4] if rank == 0 else layers[:-1][4:])
+    # the cut fit's balanced split makes: the first Linear, ReLU, Linear, ReLU | the rest
+    part = _model(width)[:4] if rank == 0 else _model(width)[4:]
     stage = PipelineStage(part, rank, 2, torch.device("cpu"))
     kind = ScheduleGPipe if schedule == "gpipe" else Schedule1F1B
     pipe = kind(stage, microbatches, loss_fn=nn.functional.mse_loss)
     opt = torch.optim.SGD(part.parameters(), lr=0.01)
-    rng = np.random.default_rng(0)
-    x = torch.from_numpy(rng.normal(size=(batch * steps, width * 3 // 2)).astype("float32"))
-    y = torch.from_numpy(rng.normal(size=(batch * steps, width)).astype("float32"))
+    x, y = (torch.from_numpy(a) for a in _data(batch, steps, width))
     for _ in range(2):  # the second epoch is timed, as fit's
         start = time.perf_counter()
         for _ in range(steps):
@@ -109,9 +121,7 @@ def torch_child(rank: int, port: int, microbatches: int, steps: int, width: int,
                 pipe.step(target=y[rows])
             opt.step()
         seconds = time.perf_counter() - start
-    line = {"rank": rank, "samples_s": batch * steps / seconds}
-    sys.stdout.write("JSON " + json.dumps(line) + "\n")
-    sys.stdout.flush()
+    _report(rank, batch * steps / seconds)
     dist.destroy_process_group()
 
 
