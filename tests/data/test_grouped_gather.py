@@ -11,7 +11,13 @@ from mirrorfit.data import Dataset
 from mirrorfit.data.batches import IndexedBatches
 from mirrorfit.data.sequences import _CUT_AHEAD
 from mirrorfit.data.sharding import Replica, epoch_order
-from mirrorfit.data.sources import GATHER_BYTES, MAX_GROUP, TensorSource, batches_per_gather
+from mirrorfit.data.sources import (
+    GATHER_BYTES,
+    MAX_GROUP,
+    TensorSource,
+    batches_per_gather,
+    split_rows,
+)
 
 N = 32 * _CUT_AHEAD * 2 + 5  # two whole groups, a partial group, a partial last batch
 
@@ -92,3 +98,23 @@ def test_a_group_holds_a_few_mib_at_most() -> None:
     storages = [b.data[0].untyped_storage() for b in stream.iter_epoch(0)]
     assert max(s.nbytes() for s in storages) <= GATHER_BYTES
     assert len({s.data_ptr() for s in storages}) == -(-len(storages) // 4)
+
+
+def test_split_rows_cuts_as_split_does() -> None:
+    x = torch.arange(70 * 3).view(70, 3)
+    for size in (1, 7, 32, 70, 100):
+        got, want = split_rows(x, size), x.split(size)
+        assert len(got) == len(want)
+        assert all(torch.equal(g, w) for g, w in zip(got, want, strict=True))
+        assert {g.untyped_storage().data_ptr() for g in got} == {x.untyped_storage().data_ptr()}
+    assert split_rows(x[:0], 32) == ()
+
+
+def test_plain_iteration_yields_tuples_for_tuples_and_one_tensor() -> None:
+    x, y = torch.randn(N, 2), torch.arange(N)
+    pairs = list(Dataset.from_tensor_slices((x, y)).batch(32))
+    singles = list(Dataset.from_tensor_slices(x).batch(32))
+    assert all(type(b) is tuple and len(b) == 2 for b in pairs)
+    assert all(type(b) is tuple and len(b) == 1 for b in singles)
+    assert torch.equal(torch.cat([b[1] for b in pairs]), y)
+    assert torch.equal(torch.cat([b[0] for b in singles]), x)

@@ -20,7 +20,7 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 
 from mirrorfit.data.sharding import Replica, epoch_order, num_batches, take_share
-from mirrorfit.data.sources import Source, batches_per_gather
+from mirrorfit.data.sources import Source, batches_per_gather, split_rows
 
 
 @dataclass
@@ -115,8 +115,8 @@ class IndexedBatches:
             group = order[lo:lo + rows]
             batches = self.source.fetch_split(group, size)  # type: ignore[attr-defined]
             if batches is None:  # nested structures: batch by batch
-                batches = map(self.source.fetch, group.split(size))
-            for idx, data in zip(group.split(size), batches, strict=True):
+                batches = map(self.source.fetch, split_rows(group, size))
+            for idx, data in zip(split_rows(group, size), batches, strict=True):
                 n = idx.shape[0]
                 yield LocalBatch(data, n, n, idx)
 

@@ -16,7 +16,7 @@ from torch.utils.data import Dataset as TorchDataset
 from torch.utils.data import IterableDataset
 
 from mirrorfit.data.sequences import Chunk, RangeSeq, Seq, StreamSeq
-from mirrorfit.data.sources import row_bytes, to_tensor
+from mirrorfit.data.sources import row_bytes, split_rows, to_tensor
 from mirrorfit.data.trees import collate, flatten, leaves, unbatch
 
 __all__ = ["Elements", "GeneratorElements", "SliceElements", "TorchElements", "describe_handles"]
@@ -56,6 +56,8 @@ class SliceElements:
         self.length = _common_length(self.structure)
         self._leaves, self._rebuild = flatten(self.structure)
         self.row_bytes = row_bytes(self._leaves)
+        #: a flat tuple of tensors: every batch is already the tuple the trainer takes
+        self.yields_tuples = self._rebuild is tuple
 
     def seq(self) -> Seq:
         return RangeSeq(self.length)
@@ -68,8 +70,8 @@ class SliceElements:
         """The batches of ``size`` consecutive ``handles`` (the last may be smaller): one
         gather per tensor for all of them, each batch a view of it (the same values as
         ``batch`` per piece, with a fraction of the calls)."""
-        pieces = [t.index_select(0, handles).split(size) for t in self._leaves]
-        if self._rebuild is tuple:  # a flat tuple of tensors: zip builds each batch in C
+        pieces = [split_rows(t.index_select(0, handles), size) for t in self._leaves]
+        if self.yields_tuples:  # zip builds each batch in C
             return zip(*pieces, strict=True)
         return (self._rebuild(iter(leaves)) for leaves in zip(*pieces, strict=True))
 

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from mirrorfit.data.sharding import epoch_order
+from mirrorfit.data.sources import split_rows
 from mirrorfit.data.stages import UNKNOWN, Batch, Repeat, Shuffle, Skip, Take
 
 __all__ = [
@@ -221,7 +222,7 @@ class Blocks(Sequence[torch.Tensor]):
 
     def __iter__(self) -> Iterator[torch.Tensor]:
         for group in self.groups():
-            yield from group.split(self.size)
+            yield from split_rows(group, self.size)
 
     def groups(self, pieces: int = _CUT_AHEAD) -> Iterator[torch.Tensor]:
         """The handles ``pieces`` pieces at a time (a reader may gather a group at once

@@ -62,6 +62,13 @@ def batches_per_gather(row_bytes: int, batch_size: int) -> int:
     return max(1, min(MAX_GROUP, GATHER_BYTES // max(1, row_bytes * batch_size)))
 
 
+def split_rows(tensor: torch.Tensor, size: int) -> tuple[torch.Tensor, ...]:
+    """``tensor.split(size)`` along the rows (the last piece may be smaller), through
+    ``split_with_sizes``, whose C path cuts views about a third faster than ``split``'s."""
+    n = tensor.shape[0]
+    return tensor.split_with_sizes([size] * (n // size) + ([n % size] if n % size else []))
+
+
 def row_bytes(tensors: Sequence[torch.Tensor]) -> int:
     """Bytes of one row (sample) across ``tensors``."""
     return sum(math.prod(t.shape[1:]) * t.element_size() for t in tensors if t.dim())
@@ -110,7 +117,8 @@ class TensorSource:
         a plain tensor)."""
         if not self._flat:
             return None
-        return zip(*[p.index_select(0, indices).split(size) for p in self.parts], strict=True)
+        return zip(*[split_rows(p.index_select(0, indices), size) for p in self.parts],
+                   strict=True)
 
 
 class DatasetSource:

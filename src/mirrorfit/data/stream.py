@@ -10,6 +10,7 @@ an empty share reads one dummy sample and reports ``size=0``. After
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -28,7 +29,7 @@ from mirrorfit.data.plan import (
 from mirrorfit.data.prefetch import ordered_map, prefetch
 from mirrorfit.data.sequences import Blocks, Chunk, EpochKey, blocks, items
 from mirrorfit.data.sharding import Replica
-from mirrorfit.data.sources import batches_per_gather
+from mirrorfit.data.sources import batches_per_gather, split_rows
 from mirrorfit.data.stages import Batch, Stage
 from mirrorfit.data.trees import as_tuple
 
@@ -122,7 +123,9 @@ def iter_batches(plan: Plan, key: EpochKey) -> Iterator[tuple[Any, ...]]:
     """A batched pipeline's batches (plain iteration: one replica), each as a tuple."""
     out: Iterator[tuple[Any, ...]]
     if _gathers_groups(plan):
-        out = map(as_tuple, _grouped(plan, plan.seq.chunks(key), False))
+        out = _grouped(plan, plan.seq.chunks(key), False)
+        if not plan.elements.yields_tuples:  # type: ignore[attr-defined]
+            out = map(as_tuple, out)
     else:
         fetch = batch_fetcher(plan)
         out = ordered_map(lambda h: as_tuple(fetch(h)), items(plan.seq.chunks(key)),
@@ -142,7 +145,12 @@ def _gathers_groups(plan: Plan) -> bool:
 def _grouped(plan: Plan, chunks: Iterator[Chunk], handles: bool) -> Iterator[Any]:
     """Each global batch (as ``(handles, batch)`` with ``handles``), gathering a group of
     batches at once where the handles come as :class:`Blocks` (one gather instead of
-    dozens; plain iteration skips cutting the handles)."""
+    dozens; plain iteration skips cutting the handles). ``chain`` takes each batch from
+    its group in C: this generator runs once per group, not once per batch."""
+    return itertools.chain.from_iterable(_groups(plan, chunks, handles))
+
+
+def _groups(plan: Plan, chunks: Iterator[Chunk], handles: bool) -> Iterator[Iterator[Any]]:
     elements = plan.elements
     assert isinstance(elements, SliceElements)
     for chunk in chunks:
@@ -150,11 +158,12 @@ def _grouped(plan: Plan, chunks: Iterator[Chunk], handles: bool) -> Iterator[Any
             per = batches_per_gather(elements.row_bytes, chunk.size)
             for group in chunk.groups(per):
                 batches = elements.batches(group, chunk.size)
-                yield from (zip(group.split(chunk.size), batches, strict=True) if handles
-                            else batches)
+                yield (zip(split_rows(group, chunk.size), batches, strict=True) if handles
+                       else batches)
+                del batches  # the group's gather is freed before the next one's is made
         else:  # a last partial batch, or handles cut otherwise
-            for piece in chunk:
-                yield (piece, elements.batch(piece)) if handles else elements.batch(piece)
+            yield (((piece, elements.batch(piece)) for piece in chunk) if handles
+                   else map(elements.batch, chunk))
 
 
 def iter_samples(plan: Plan, key: EpochKey) -> Iterator[tuple[Any, ...]]:
