@@ -180,33 +180,38 @@ class Model:
                               initial_epoch=initial_epoch, steps_per_epoch=steps_per_epoch,
                               validation_freq=validation_freq, seed=trainer.seed)
         self.history = History()
+        verbose, batch_logs = self._agree_on_reporting(verbose, callbacks or [])
         cbs = self._callbacks(callbacks, verbose, epochs, stream, steps_per_epoch)
-        self._agree_on_reporting(cbs)
+        cbs.batch_logs = batch_logs
         trainer.fit(stream, epochs=epochs, initial_epoch=initial_epoch, callbacks=cbs,
                     val=(val, validation_freq) if val is not None else None,
                     verbose=cbs.params["verbose"],
                     steps_per_epoch=steps_per_epoch)
         return self.history
 
-    def _agree_on_reporting(self, cbs: CallbackList) -> None:
+    def _agree_on_reporting(self, verbose: int,
+                            callbacks: Sequence[Callback]) -> tuple[int, bool]:
         """Every rank must make the same collectives: the chief's ``verbose`` rules (only
         it prints), and batch-level logs are on if any rank's callbacks want them (they
-        cost a collective per step). One gather settles both."""
+        cost a collective per step). One gather settles both, before the callbacks are
+        built: fit's own callbacks depend on ``verbose`` only."""
+        wants = any(cb.batch_logs for cb in callbacks)
         if self.strategy.num_replicas_in_sync < 2:
-            return
-        everyone = self.strategy.all_gather_object((cbs.params["verbose"], cbs.batch_logs))
-        cbs.params["verbose"] = everyone[0][0]
-        cbs.batch_logs = any(wants for _, wants in everyone)
-        for cb in cbs:
+            return verbose, wants
+        everyone = self.strategy.all_gather_object((verbose, wants))
+        verbose = everyone[0][0]
+        for cb in callbacks:
             if isinstance(cb, ProgbarLogger):
-                cb.verbose = everyone[0][0]
+                cb.verbose = verbose
+        return verbose, any(w for _, w in everyone)
 
     def _callbacks(self, callbacks: Sequence[Callback] | None, verbose: int, epochs: int,
                    stream: Any, steps_per_epoch: int | None) -> CallbackList:
         extra: list[Callback] = [self.history] if self.history is not None else []
         if verbose and not any(isinstance(cb, ProgbarLogger) for cb in callbacks or []):
             extra.append(ProgbarLogger(verbose))
-        extra.append(StepTiming())  # last: its batch hooks frame the step itself
+        if verbose:  # the line it prints; with verbose=0 its clock reads would be waste
+            extra.append(StepTiming())  # last: its batch hooks frame the step itself
         params = {"epochs": epochs, "verbose": verbose,
                   "steps": steps_per_epoch or stream.steps_per_epoch(),
                   "samples": None if steps_per_epoch else stream.num_samples()}

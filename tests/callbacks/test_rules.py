@@ -202,6 +202,21 @@ def test_fit_prints_the_breakdown_only_when_verbose(capsys):
     assert len(lines) == 1 and lines[0].startswith("Per step, 1 replica, 6 steps: ")
 
 
+def test_fit_reads_no_step_clock_when_it_will_not_print(monkeypatch):
+    from mirrorfit.callbacks.step_timing import StepTiming
+
+    calls = []
+    original = StepTiming.on_train_batch_begin
+    monkeypatch.setattr(StepTiming, "on_train_batch_begin",
+                        lambda self, *a, **k: calls.append(1) or original(self, *a, **k))
+    x, y = data()
+    model = build()
+    model.fit(x, y, batch_size=30, epochs=1, verbose=0)
+    assert calls == []  # two clock reads per step, for a line verbose=0 never prints
+    model.fit(x, y, batch_size=30, epochs=1, verbose=2)
+    assert len(calls) == 3
+
+
 # --- the old import and the docstring examples -----------------------------------------------
 def test_learning_rate_warmup_moved_and_old_import_works():
     from mirrorfit.scaling import LearningRateWarmup

@@ -3,8 +3,9 @@
     Per step, 2 replicas, 34 steps: 5.10 ms = waiting for data 0.31 ms (6%),
     computing 3.92 ms (77%), waiting for the other replicas 0.87 ms (17%)
 
-``fit`` adds this callback on every worker; it measures with two clock reads
-per step and prints (chief only) when ``verbose >= 1``:
+``fit`` adds this callback on every worker when ``verbose >= 1`` (the chief's
+``verbose``, which every worker follows); it measures with two clock reads per
+step and prints (chief only):
 
 - **waiting for data**: from the end of one step (``on_train_batch_end``) to the
   start of the next (``on_train_batch_begin``), or from the start of the epoch to
