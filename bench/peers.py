@@ -1,19 +1,23 @@
 """mirrorfit's fit against its peers on the seed MLP, interleaved in one process.
 
     pip install lightning accelerate keras        # optional; a missing peer is skipped
-    python bench/peers.py [--rounds 5] [--steps 300] [--plot docs/peers.png] 2>/dev/null
+    python bench/peers.py [--rounds 15] [--steps 600] [--plot docs/peers.png] 2>/dev/null
 
 The Keras guide's MNIST MLP (784-256-256-10, ReLU, logits), batch 32, Adam
 (lr 1e-3), one thread, no metrics, no progress output. Each round runs every
-contender once, in an order that rotates from round to round, so a drift of the
-(shared) machine's speed hits them all alike. A contender's time per step runs
-from its step ``--warmup`` to its last step (set-up and first steps excluded);
-its ratio to the hand loop is the median over rounds of the same-round ratio.
+contender once, in an order that rotates from round to round, each beside a run of
+the hand loop (just before it in even rounds, just after it in odd ones), so a drift
+of the (shared) machine's speed hits both runs of a pair alike. A contender's time
+per step runs from its step ``--warmup`` to its last step (set-up and first steps
+excluded); its ratio to the hand loop is the median over rounds of the ratio to the
+hand-loop run beside it.
 
 Contenders, each written the way its documentation shows:
 
 - ``hand loop``: batches by ``index_select`` from one tensor, forward,
   ``cross_entropy``, backward, ``Adam(fused=True)``, a running loss sum. The baseline.
+- ``hand loop, again``: the hand loop a second time, as its own contender: its ratio
+  to the first (A/A) is the noise a whole-run comparison carries on this host.
 - ``hand loop + DataLoader``: the same with ``DataLoader(TensorDataset, batch_size=32,
   shuffle=True)``, which Lightning and Accelerate take (the cost of collating 32
   samples per step, apart from any framework).
@@ -257,6 +261,7 @@ def keras_runner(x: torch.Tensor, y: torch.Tensor) -> Runner:
 
 PEERS: dict[str, Callable[[torch.Tensor, torch.Tensor], Runner]] = {
     "hand loop": hand_runner,
+    "hand loop, again": hand_runner,  # A/A: the noise of whole-run ratios here
     "hand loop + DataLoader": dataloader_runner,
     "hand loop, torch's default Adam": lambda x, y: hand_runner(x, y, fused=False),
     "mirrorfit fit": mirrorfit_runner,
@@ -291,32 +296,41 @@ def quietly(fn: Runner, steps: int, warmup: int) -> tuple[float, float]:
         return fn(steps, warmup)
 
 
+BASE = "hand loop"
+Times = dict[str, list[tuple[float, float]]]  # contender -> (wall, CPU) s/step per round
+
+
 def measure(runners: dict[str, Runner], rounds: int, steps: int,
-            warmup: int) -> dict[str, list[tuple[float, float]]]:
-    """(wall, CPU) seconds per step of each contender, per round, in rotating order."""
-    times: dict[str, list[tuple[float, float]]] = {name: [] for name in runners}
-    names = list(runners)
+            warmup: int) -> tuple[Times, Times]:
+    """Each contender's seconds per step per round, and the hand loop's in a run right
+    beside it (before it in even rounds, after it in odd ones): a ratio compares two
+    runs a second apart, so a drift of the machine's speed over a round cancels."""
+    times: Times = {name: [] for name in runners}
+    beside: Times = {name: [] for name in runners}
+    others = [n for n in runners if n != BASE]
     for r in range(rounds):
-        order = names[r % len(names):] + names[:r % len(names)]
-        for name in order:
-            times[name].append(quietly(runners[name], steps, warmup))
-        print(f"round {r + 1}/{rounds}, steps/s wall (CPU): " + ", ".join(
-            f"{n} {1 / times[n][-1][0]:.0f} ({1 / times[n][-1][1]:.0f})" for n in names),
-            flush=True)
-    return times
+        for name in others[r % len(others):] + others[:r % len(others)]:
+            pair = (BASE, name) if r % 2 == 0 else (name, BASE)
+            got = {n: quietly(runners[n], steps, warmup) for n in pair}
+            times[name].append(got[name])
+            beside[name].append(got[BASE])
+            times[BASE].append(got[BASE])
+        print(f"round {r + 1}/{rounds}, CPU time vs the hand loop beside it: " + ", ".join(
+            f"{n} {beside[n][-1][1] / times[n][-1][1]:.3f}" for n in others), flush=True)
+    beside[BASE] = times[BASE]
+    return times, beside
 
 
 Row = tuple[str, float, float, float, float]
 
 
-def table(times: dict[str, list[tuple[float, float]]], clock: int) -> list[Row]:
-    """(name, median steps/s, ratio to the hand loop: median, min, max over rounds) for
-    ``clock`` 0 (wall) or 1 (CPU time)."""
-    base = [t[clock] for t in times["hand loop"]]
+def table(times: Times, beside: Times, clock: int) -> list[Row]:
+    """(name, median steps/s, ratio to the hand loop run beside it: median, min, max
+    over rounds) for ``clock`` 0 (wall) or 1 (CPU time)."""
     rows = []
     for name, pairs in times.items():
         ts = [t[clock] for t in pairs]
-        ratios = [b / t for b, t in zip(base, ts, strict=True)]
+        ratios = [b[clock] / t for b, t in zip(beside[name], ts, strict=True)]
         rows.append((name, 1 / statistics.median(ts), statistics.median(ratios),
                      min(ratios), max(ratios)))
     return rows
@@ -347,8 +361,8 @@ def plot(rows: list[Row], path: str, title: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--steps", type=int, default=300,
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--steps", type=int, default=600,
                         help="steps per run (timed: those after --warmup)")
     parser.add_argument("--warmup", type=int, default=30)
     parser.add_argument("--plot", default=None, help="write a bar chart PNG here")
@@ -369,7 +383,7 @@ def main() -> None:
     for name in ("lightning", "lightning.pytorch", "lightning.fabric"):  # set at their import
         logging.getLogger(name).setLevel(logging.ERROR)
     load_before = os.getloadavg()[0]
-    times = measure(runners, args.rounds, args.steps, args.warmup)
+    times, beside = measure(runners, args.rounds, args.steps, args.warmup)
     load_after = os.getloadavg()[0]
 
     info = versions()
@@ -379,7 +393,7 @@ def main() -> None:
     print(", ".join(f"{k} {v}" for k, v in info.items()))
     if missing:
         print("skipped: " + "; ".join(missing))
-    wall, cpu = table(times, 0), table(times, 1)
+    wall, cpu = table(times, beside, 0), table(times, beside, 1)
     print("\n| contender | steps/s, CPU time | vs hand loop | min-max | steps/s, wall | "
           "vs hand loop | min-max |")
     print("|---|---|---|---|---|---|---|")
