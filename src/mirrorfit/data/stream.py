@@ -160,7 +160,7 @@ def _groups(plan: Plan, chunks: Iterator[Chunk], handles: bool) -> Iterator[Iter
                 batches = elements.batches(group, chunk.size)
                 yield (zip(split_rows(group, chunk.size), batches, strict=True) if handles
                        else batches)
-                del batches  # the group's gather is freed before the next one's is made
+                del batches  # this frame holds no group while the next one is gathered
         else:  # a last partial batch, or handles cut otherwise
             yield (((piece, elements.batch(piece)) for piece in chunk) if handles
                    else map(elements.batch, chunk))
