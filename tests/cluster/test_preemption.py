@@ -59,16 +59,29 @@ _SIGINT_HANDLER = ("from mirrorfit.cluster import preemption; import signal\n"
                    "print(signal.getsignal(signal.SIGINT) is signal.default_int_handler)")
 
 
+def _started_with_sigint(disposition: signal.Handlers, *args: str) -> str:
+    """The child's stdout, the child started with SIGINT at ``disposition`` (whatever
+    this test process inherited: a shell's background job starts with it ignored)."""
+    proc = subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=60,
+                          preexec_fn=lambda: signal.signal(signal.SIGINT, disposition))
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.strip()
+
+
 def test_ctrl_c_is_taken_over_in_a_script_but_stays_keyboardinterrupt_in_a_repl(
         tmp_path: Path) -> None:
     script = tmp_path / "train.py"
     script.write_text(_SIGINT_HANDLER)
-    as_script = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
-                               timeout=60)
-    as_c = subprocess.run([sys.executable, "-c", _SIGINT_HANDLER], capture_output=True,
-                          text=True, timeout=60)
-    assert as_script.stdout.strip() == "False", as_script.stderr  # fit backs up on Ctrl-C
-    assert as_c.stdout.strip() == "True", as_c.stderr  # interactive: Ctrl-C stops at once
+    # fit backs up on Ctrl-C in a script; interactive, Ctrl-C stops at once
+    assert _started_with_sigint(signal.SIG_DFL, str(script)) == "False"
+    assert _started_with_sigint(signal.SIG_DFL, "-c", _SIGINT_HANDLER) == "True"
+
+
+def test_an_ignored_ctrl_c_stays_ignored(tmp_path: Path) -> None:
+    script = tmp_path / "train.py"
+    script.write_text(_SIGINT_HANDLER.replace("is signal.default_int_handler",
+                                              "== signal.SIG_IGN"))
+    assert _started_with_sigint(signal.SIG_IGN, str(script)) == "True"
 
 
 def test_uninstall_restores_the_previous_handlers() -> None:

@@ -133,8 +133,11 @@ def install() -> bool:
         return False
     for sig in SIGNALS:
         # in a notebook or a REPL Ctrl-C stays KeyboardInterrupt: stop fit at once and
-        # keep the session (a script ends with exit 130 after backing up instead)
-        if sig == signal.SIGINT and interactive_session():
+        # keep the session (a script ends with exit 130 after backing up instead); an
+        # ignored SIGINT stays ignored, as Python leaves it (a shell's background job,
+        # `cmd &` in a batch script: Ctrl-C at the terminal is not meant for it)
+        if sig == signal.SIGINT and (interactive_session()
+                                     or signal.getsignal(sig) == signal.SIG_IGN):
             continue
         if sig not in _previous:
             _previous[sig] = signal.signal(sig, _handler)
