@@ -113,10 +113,11 @@ class IndexedBatches:
         rows = size * batches_per_gather(getattr(self.source, "row_bytes", 0), size)
         for lo in range(0, order.shape[0], rows):
             group = order[lo:lo + rows]
+            pieces = split_rows(group, size)
             batches = self.source.fetch_split(group, size)  # type: ignore[attr-defined]
             if batches is None:  # nested structures: batch by batch
-                batches = map(self.source.fetch, split_rows(group, size))
-            for idx, data in zip(split_rows(group, size), batches, strict=True):
+                batches = map(self.source.fetch, pieces)
+            for idx, data in zip(pieces, batches, strict=True):
                 n = idx.shape[0]
                 yield LocalBatch(data, n, n, idx)
 

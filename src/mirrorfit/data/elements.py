@@ -16,7 +16,7 @@ from torch.utils.data import Dataset as TorchDataset
 from torch.utils.data import IterableDataset
 
 from mirrorfit.data.sequences import Chunk, RangeSeq, Seq, StreamSeq
-from mirrorfit.data.sources import row_bytes, split_rows, to_tensor
+from mirrorfit.data.sources import gather_batches, row_bytes, to_tensor
 from mirrorfit.data.trees import collate, flatten, leaves, unbatch
 
 __all__ = ["Elements", "GeneratorElements", "SliceElements", "TorchElements", "describe_handles"]
@@ -70,10 +70,10 @@ class SliceElements:
         """The batches of ``size`` consecutive ``handles`` (the last may be smaller): one
         gather per tensor for all of them, each batch a view of it (the same values as
         ``batch`` per piece, with a fraction of the calls)."""
-        pieces = [split_rows(t.index_select(0, handles), size) for t in self._leaves]
+        batches = gather_batches(self._leaves, handles, size)
         if self.yields_tuples:  # zip builds each batch in C
-            return zip(*pieces, strict=True)
-        return (self._rebuild(iter(leaves)) for leaves in zip(*pieces, strict=True))
+            return batches
+        return (self._rebuild(iter(leaves)) for leaves in batches)
 
     def samples(self, handles: Chunk) -> list[Any]:
         return unbatch(self.batch(handles))

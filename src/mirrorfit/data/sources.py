@@ -69,6 +69,13 @@ def split_rows(tensor: torch.Tensor, size: int) -> tuple[torch.Tensor, ...]:
     return tensor.split_with_sizes([size] * (n // size) + ([n % size] if n % size else []))
 
 
+def gather_batches(tensors: Sequence[torch.Tensor], indices: torch.Tensor,
+                   size: int) -> Iterator[tuple[torch.Tensor, ...]]:
+    """The batches of ``size`` consecutive ``indices`` (the last may be smaller), one
+    tuple of views per batch: one ``index_select`` per tensor for all of them."""
+    return zip(*[split_rows(t.index_select(0, indices), size) for t in tensors], strict=True)
+
+
 def row_bytes(tensors: Sequence[torch.Tensor]) -> int:
     """Bytes of one row (sample) across ``tensors``."""
     return sum(math.prod(t.shape[1:]) * t.element_size() for t in tensors if t.dim())
@@ -117,8 +124,7 @@ class TensorSource:
         a plain tensor)."""
         if not self._flat:
             return None
-        return zip(*[split_rows(p.index_select(0, indices), size) for p in self.parts],
-                   strict=True)
+        return gather_batches(self.parts, indices, size)
 
 
 class DatasetSource:
