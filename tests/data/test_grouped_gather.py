@@ -18,6 +18,7 @@ from mirrorfit.data.sources import (
     batches_per_gather,
     split_rows,
 )
+from mirrorfit.data.trees import flatten
 
 N = 32 * _CUT_AHEAD * 2 + 5  # two whole groups, a partial group, a partial last batch
 
@@ -28,10 +29,7 @@ def _data() -> tuple[dict[str, Any], torch.Tensor]:
 
 
 def _flat(batch: Any) -> list[torch.Tensor]:
-    if isinstance(batch, torch.Tensor):
-        return [batch]
-    values = batch.values() if isinstance(batch, dict) else batch
-    return [leaf for v in values for leaf in _flat(v)]
+    return flatten(batch)[0]
 
 
 def _same(a: list[Any], b: list[Any]) -> None:
