@@ -144,15 +144,17 @@ class Strategy:
         """Forward and loss under the precision policy, backward of ``loss * scale``.
 
         Returns:
-            The detached loss (this share's mean) and output; None for both on a rank
-            that does not compute the output (a pipeline's earlier stages).
+            The detached loss (this share's mean) and the output, which may still require
+            grad (the trainer detaches it where metrics read it: a detach per step costs
+            about 1% of a small model's step); None for both on a rank that does not
+            compute the output (a pipeline's earlier stages).
         """
         precision = setup.precision
         with precision.forward_context():
             y_pred = inputs.call(setup.wrapped, inputs.x)
             loss = inputs.loss(y_pred, inputs.y, inputs.sw)
         precision.backward(loss if scale == 1.0 else loss * scale)  # 1.0: one replica, whole batch
-        return loss.detach(), y_pred.detach()
+        return loss.detach(), y_pred
 
     def forward(self, setup: Setup, inputs: StepInputs) -> tuple[torch.Tensor | None, Any]:
         """Evaluation's forward (no gradients): loss (None without targets) and output."""

@@ -93,6 +93,7 @@ class Steps:
         self._x: Any = None  # the step's input, for the note on a failing loss
         # a Keras 3 model gets training= and adds its own losses (mirrorfit.keras_models)
         self._call = keras_models.caller(setup.module, call_module)
+        self._plain_call = self._call is call_module
         self._model_losses = keras_models.loss_term(setup.module)
 
     @property
@@ -125,6 +126,8 @@ class Steps:
     def call(self, module: nn.Module, x: Any) -> Any:
         """``module``'s output on ``x``; a data error gets a note naming the tensors."""
         try:
+            if self._plain_call and isinstance(x, torch.Tensor):  # the common case first
+                return module(x)
             return self._call(module, x)
         except STEP_ERRORS as exc:
             explain_step_error(exc, self.module, x)
@@ -141,7 +144,11 @@ class Steps:
               denominator: int | None = None) -> tuple[torch.Tensor | None, Any, Any, Any]:
         """Forward and backward, scaled to the global mean over ``denominator`` samples
         (default the global batch); the optimizer steps in ``Strategy.optimizer_step``."""
-        x, y, sw = self.inputs(batch)
+        data = batch.data
+        if self._on_host and len(data) == 2:  # the common case: (x, y) where it is
+            (x, y), sw = data, None
+        else:
+            x, y, sw = self.inputs(batch)
         self._x = x
         scale = loss_scale(batch.size, denominator or batch.global_size, self.replicas)
         loss, y_pred = self.strategy.forward_backward(

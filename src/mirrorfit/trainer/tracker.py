@@ -41,7 +41,17 @@ class Tracker:
 
     def update(self, loss_mean: torch.Tensor, y_pred: Any, y_true: Any, n: int,
                sample_weight: torch.Tensor | None = None) -> None:
-        """Add one batch: ``loss_mean`` over its ``n`` samples, and the metrics."""
+        """Add one batch: ``loss_mean`` over its ``n`` samples, and the metrics
+        (``y_pred`` may still require grad: it is detached here when metrics read it)."""
+        if not self.metrics:  # the loss alone; the output is not read (nor detached)
+            if self._hot:
+                self.loss._add_mean(loss_mean, n)
+            else:
+                self.loss.update_mean(loss_mean, n)
+                self._hot = loss_mean.device.type != "mps"
+            return
+        if y_pred.requires_grad:
+            y_pred = y_pred.detach()
         if self._hot and sample_weight is None:
             self.loss._add_mean(loss_mean, n)
             for m in self.metrics:
@@ -51,8 +61,7 @@ class Tracker:
         for m in self.metrics:
             m.update(y_pred, y_true, sample_weight)
         self._hot = (self._plain and sample_weight is None and isinstance(y_pred, torch.Tensor)
-                     and not y_pred.requires_grad and y_pred.device.type != "mps"
-                     and loss_mean.device == y_pred.device)
+                     and y_pred.device.type != "mps" and loss_mean.device == y_pred.device)
 
     def result(self) -> dict[str, float]:
         """Global values: one all-reduce of every state (call on every replica)."""

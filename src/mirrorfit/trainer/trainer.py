@@ -156,23 +156,26 @@ class Trainer:
 
     def _train_one(self, batch: LocalBatch, denominator: int | None,
                    update: bool) -> tuple[torch.Tensor | None, Any, Any, Any]:
-        if batch.size == 0:  # an empty share's dummy sample: weight 0, no BatchNorm statistics
-            with weightless_share(self.steps.module):
-                return self._step(batch, denominator, update)
-        return self._step(batch, denominator, update)
-
-    def _step(self, batch: LocalBatch, denominator: int | None,
-              update: bool) -> tuple[torch.Tensor | None, Any, Any, Any]:
         """Forward and backward (synchronized on an update only, where the strategy can
         skip synchronization), then the strategy's optimizer step on an update."""
-        if self._sync is None:
+        if not batch.size:  # an empty share's dummy sample: weight 0, no BatchNorm statistics
+            with weightless_share(self.steps.module), self._backward_sync(update):
+                out = self.steps.train(batch, denominator)
+        elif self._sync is None:  # the common case in one frame: nothing to enter
             out = self.steps.train(batch, denominator)
         else:
-            with self._sync.no_backward_sync(self.setup, not update):
+            with self._backward_sync(update):
                 out = self.steps.train(batch, denominator)
         if update:
             self.strategy.optimizer_step(self.setup)
         return out
+
+    def _backward_sync(self, update: bool) -> contextlib.AbstractContextManager[Any]:
+        """Gradients synchronized in this backward only on an update, where the strategy
+        can skip synchronization."""
+        if self._sync is None:
+            return contextlib.nullcontext()
+        return self._sync.no_backward_sync(self.setup, not update)
 
     def _schedule(self, batches: Iterator[LocalBatch],
                   ) -> Iterator[tuple[LocalBatch, int | None, bool]]:
