@@ -80,7 +80,7 @@ def test_an_output_that_still_requires_grad_takes_the_hot_path_detached() -> Non
     # the strategy hands the output over undetached (a detach costs ~1% of a small step)
     tracker = Tracker(["accuracy"], mirrorfit.OneDeviceStrategy("cpu"))
     hits = total = 0
-    for i, (pred, y) in enumerate(_batches(1)):
+    for pred, y in _batches(1):
         out = pred.requires_grad_()
         tracker.update(torch.tensor(0.5), out * 1.0, y, len(y))
         assert tracker._hot

@@ -20,7 +20,7 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 
 from mirrorfit.data.sharding import Replica, epoch_order, num_batches, take_share
-from mirrorfit.data.sources import Source, batches_per_gather, split_rows
+from mirrorfit.data.sources import Source, batch_sizes, batches_per_gather, split_rows
 
 
 @dataclass
@@ -33,13 +33,11 @@ class LocalBatch:
         size: samples in this share (may be 0: then ``data`` holds one dummy
             sample that the trainer weights by zero).
         global_size: samples in the whole global batch (the divisor of the mean).
-        indices: the dataset indices of the share, when known (for predict order).
     """
 
     data: tuple[Any, ...]
     size: int
     global_size: int
-    indices: torch.Tensor | None = None
 
 
 @runtime_checkable
@@ -113,17 +111,15 @@ class IndexedBatches:
         rows = size * batches_per_gather(getattr(self.source, "row_bytes", 0), size)
         for lo in range(0, order.shape[0], rows):
             group = order[lo:lo + rows]
-            pieces = split_rows(group, size)
             batches = self.source.fetch_split(group, size)  # type: ignore[attr-defined]
             if batches is None:  # nested structures: batch by batch
-                batches = map(self.source.fetch, pieces)
-            for idx, data in zip(pieces, batches, strict=True):
-                n = idx.shape[0]
-                yield LocalBatch(data, n, n, idx)
+                batches = map(self.source.fetch, split_rows(group, size))
+            for n, data in zip(batch_sizes(group.shape[0], size), batches, strict=True):
+                yield LocalBatch(data, n, n)
 
     def _share(self, global_idx: torch.Tensor, n: int) -> LocalBatch:
-        read, local_idx, size = take_share(global_idx, n, self.replica)
-        return LocalBatch(self.source.fetch(read), size, n, local_idx)
+        read, size = take_share(global_idx, n, self.replica)
+        return LocalBatch(self.source.fetch(read), size, n)
 
     def state_dict(self) -> dict[str, Any]:
         return {"seed": self.seed, "shuffle": self.shuffle, "batch_size": self.batch_size}

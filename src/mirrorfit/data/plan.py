@@ -192,18 +192,15 @@ def _cached_share(cache: BatchCache, fetch: Callable[[Chunk], Any], handles: Chu
 
 def _whole_batch(fetch: Callable[[Chunk], Any], handles: Chunk) -> LocalBatch:
     # one replica: the share is the global batch (the hot path of a 1-process fit)
-    if isinstance(handles, torch.Tensor):
-        n = handles.shape[0]
-        return LocalBatch(as_tuple(fetch(handles)), n, n, handles)
-    return LocalBatch(as_tuple(fetch(handles)), len(handles), len(handles), None)
+    n = handles.shape[0] if isinstance(handles, torch.Tensor) else len(handles)
+    return LocalBatch(as_tuple(fetch(handles)), n, n)
 
 
 def _replica_share(fetch: Callable[[Chunk], Any], replica: Replica,
                    handles: Chunk) -> LocalBatch:
     n = handles.shape[0] if isinstance(handles, torch.Tensor) else len(handles)
-    read, local, size = take_share(handles, n, replica)
-    indices = local if isinstance(local, torch.Tensor) else None
-    return LocalBatch(as_tuple(fetch(read)), size, n, indices)
+    read, size = take_share(handles, n, replica)
+    return LocalBatch(as_tuple(fetch(read)), size, n)
 
 
 def _materialise(plan: Plan, key: EpochKey) -> Any:

@@ -36,13 +36,14 @@ def share_bounds(n: int, replica: Replica) -> tuple[int, int]:
     return start, start + base + (1 if replica.rank < extra else 0)
 
 
-def take_share(items: Any, n: int, replica: Replica) -> tuple[Any, Any, int]:
+def take_share(items: Any, n: int, replica: Replica) -> tuple[Any, int]:
     """``replica``'s part of a global batch of ``n`` ``items`` (indices or handles):
-    ``(what to read, the share, its size)``. An empty share still reads one dummy
-    item, the batch's first, which the trainer weights by zero."""
+    ``(what to read, the share's size)``. An empty share still reads one dummy item,
+    the batch's first, which the trainer weights by zero."""
     start, stop = share_bounds(n, replica)
-    share = items if stop - start == n else items[start:stop]
-    return (share if stop > start else items[:1]), share, stop - start
+    if stop == start:
+        return items[:1], 0
+    return (items if stop - start == n else items[start:stop]), stop - start
 
 
 def loss_scale(size: int, global_size: int, replicas: int) -> float:

@@ -62,11 +62,15 @@ def batches_per_gather(row_bytes: int, batch_size: int) -> int:
     return max(1, min(MAX_GROUP, GATHER_BYTES // max(1, row_bytes * batch_size)))
 
 
+def batch_sizes(n: int, size: int) -> list[int]:
+    """The sizes of the batches of ``size`` that ``n`` rows make (the last may be smaller)."""
+    return [size] * (n // size) + ([n % size] if n % size else [])
+
+
 def split_rows(tensor: torch.Tensor, size: int) -> tuple[torch.Tensor, ...]:
     """``tensor.split(size)`` along the rows (the last piece may be smaller), through
     ``split_with_sizes``, whose C path cuts views about a third faster than ``split``'s."""
-    n = tensor.shape[0]
-    return tensor.split_with_sizes([size] * (n // size) + ([n % size] if n % size else []))
+    return tensor.split_with_sizes(batch_sizes(tensor.shape[0], size))
 
 
 def gather_batches(tensors: Sequence[torch.Tensor], indices: torch.Tensor,

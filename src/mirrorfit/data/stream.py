@@ -29,7 +29,7 @@ from mirrorfit.data.plan import (
 from mirrorfit.data.prefetch import ordered_map, prefetch
 from mirrorfit.data.sequences import Blocks, Chunk, EpochKey, blocks, items
 from mirrorfit.data.sharding import Replica
-from mirrorfit.data.sources import batches_per_gather, split_rows
+from mirrorfit.data.sources import batch_sizes, batches_per_gather
 from mirrorfit.data.stages import Batch, Stage
 from mirrorfit.data.trees import as_tuple
 
@@ -110,8 +110,7 @@ def local_batches(plan: Plan, key: EpochKey, start_step: int,
     chunks = plan.seq.chunks(key, start_step)
     out: Iterator[LocalBatch]
     if replica.world == 1 and _gathers_groups(plan):
-        out = (LocalBatch(as_tuple(data), len(h), len(h), h)
-               for h, data in _grouped(plan, chunks, True))
+        out = (LocalBatch(as_tuple(data), n, n) for n, data in _grouped(plan, chunks, sizes=True))
     else:
         out = ordered_map(share_reader(plan, replica), items(chunks), plan.workers)
     if plan.prefetch is not None and plan.prefetch.size > 0:
@@ -123,7 +122,7 @@ def iter_batches(plan: Plan, key: EpochKey) -> Iterator[tuple[Any, ...]]:
     """A batched pipeline's batches (plain iteration: one replica), each as a tuple."""
     out: Iterator[tuple[Any, ...]]
     if _gathers_groups(plan):
-        out = _grouped(plan, plan.seq.chunks(key), False)
+        out = _grouped(plan, plan.seq.chunks(key), sizes=False)
         if not plan.elements.yields_tuples:  # type: ignore[attr-defined]
             out = map(as_tuple, out)
     else:
@@ -142,15 +141,15 @@ def _gathers_groups(plan: Plan) -> bool:
             and not plan.batch_maps)
 
 
-def _grouped(plan: Plan, chunks: Iterator[Chunk], handles: bool) -> Iterator[Any]:
-    """Each global batch (as ``(handles, batch)`` with ``handles``), gathering a group of
+def _grouped(plan: Plan, chunks: Iterator[Chunk], sizes: bool) -> Iterator[Any]:
+    """Each global batch (as ``(its size, batch)`` with ``sizes``), gathering a group of
     batches at once where the handles come as :class:`Blocks` (one gather instead of
-    dozens; plain iteration skips cutting the handles). ``chain`` takes each batch from
-    its group in C: this generator runs once per group, not once per batch."""
-    return itertools.chain.from_iterable(_groups(plan, chunks, handles))
+    dozens; the handles are never cut per batch). ``chain`` takes each batch from its
+    group in C: this generator runs once per group, not once per batch."""
+    return itertools.chain.from_iterable(_groups(plan, chunks, sizes))
 
 
-def _groups(plan: Plan, chunks: Iterator[Chunk], handles: bool) -> Iterator[Iterator[Any]]:
+def _groups(plan: Plan, chunks: Iterator[Chunk], sizes: bool) -> Iterator[Iterator[Any]]:
     elements = plan.elements
     assert isinstance(elements, SliceElements)
     for chunk in chunks:
@@ -158,11 +157,11 @@ def _groups(plan: Plan, chunks: Iterator[Chunk], handles: bool) -> Iterator[Iter
             per = batches_per_gather(elements.row_bytes, chunk.size)
             for group in chunk.groups(per):
                 batches = elements.batches(group, chunk.size)
-                yield (zip(split_rows(group, chunk.size), batches, strict=True) if handles
-                       else batches)
+                yield (zip(batch_sizes(group.shape[0], chunk.size), batches, strict=True)
+                       if sizes else batches)
                 del batches  # this frame holds no group while the next one is gathered
         else:  # a last partial batch, or handles cut otherwise
-            yield (((piece, elements.batch(piece)) for piece in chunk) if handles
+            yield (((len(piece), elements.batch(piece)) for piece in chunk) if sizes
                    else map(elements.batch, chunk))
 
 

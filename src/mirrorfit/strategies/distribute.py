@@ -90,7 +90,7 @@ class ShareBatchSampler(Sampler[list[int]]):
         out = []
         for step in range(len(self)):
             global_idx = order[step * self.batch_size:(step + 1) * self.batch_size]
-            read, _, size = take_share(global_idx, len(global_idx), self.replica)
+            read, size = take_share(global_idx, len(global_idx), self.replica)
             out.append((read.tolist(), Share(size, len(global_idx))))
         return out
 
