@@ -217,6 +217,21 @@ def test_fit_reads_no_step_clock_when_it_will_not_print(monkeypatch):
     assert len(calls) == 3
 
 
+
+def test_a_hook_one_callback_defines_is_called_directly_and_each_of_several_in_order():
+    from mirrorfit.callbacks.callback_list import CallbackList
+
+    seen = []
+    one = LambdaCallback(on_batch_end=lambda batch, logs: seen.append(("one", batch)))
+    two = LambdaCallback(on_train_batch_end=lambda batch, logs: seen.append(("two", batch)))
+    model = build()
+    alone = CallbackList([one, mirrorfit.callbacks.Callback()], model, {})
+    assert alone.on_train_batch_end == one.on_train_batch_end  # no fan-out frame per step
+    both = CallbackList([two, one], model, {})
+    both.on_train_batch_end(3, {})
+    alone.on_train_batch_end(4, logs={})
+    assert seen == [("two", 3), ("one", 3), ("one", 4)]
+
 # --- the old import and the docstring examples -----------------------------------------------
 def test_learning_rate_warmup_moved_and_old_import_works():
     from mirrorfit.scaling import LearningRateWarmup

@@ -55,6 +55,8 @@ _ALIASES = {"on_train_batch_begin": "on_batch_begin", "on_train_batch_end": "on_
 def _fan_out(targets: list[Any]) -> Any:
     if not targets:
         return _noop
+    if len(targets) == 1:  # the hook itself: one call per step, not two
+        return targets[0]
 
     def call(*args: Any, **kwargs: Any) -> None:
         for fn in targets:
