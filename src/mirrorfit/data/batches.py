@@ -94,11 +94,14 @@ class IndexedBatches:
 
     def iter_epoch(self, epoch: int, start_step: int = 0) -> Iterator[LocalBatch]:
         order = epoch_order(len(self.source), seed=self.seed, epoch=epoch, shuffle=self.shuffle)
-        size, total = self.batch_size, len(self.source)
         end = self.steps_per_epoch()
         if self.replica.world == 1 and hasattr(self.source, "fetch_split"):
-            yield from self._whole_batches(order[start_step * size:end * size])
-            return
+            # the generator itself, not a `yield from` around it: one frame fewer per step
+            return self._whole_batches(order[start_step * self.batch_size:end * self.batch_size])
+        return self._shares(order, start_step, end)
+
+    def _shares(self, order: torch.Tensor, start_step: int, end: int) -> Iterator[LocalBatch]:
+        size, total = self.batch_size, len(self.source)
         for step in range(start_step, end):
             global_idx = order[step * size:(step + 1) * size]
             yield self._share(global_idx, min(size, total - step * size))
