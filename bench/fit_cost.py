@@ -20,10 +20,10 @@ import argparse
 import statistics
 import time
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from epoch_time import EpochTime  # bench/, the script's folder
+from seed_mlp import mnist_flat  # bench/, the script's folder
 from torch import nn
 
 import mirrorfit
@@ -71,10 +71,7 @@ def main() -> None:
     args = parser.parse_args()
     mirrorfit.OneDeviceStrategy("cpu")  # mirrorfit's CPU set-up, for both loops
     torch.set_num_threads(1)
-    (x_np, y_np), _ = mirrorfit.datasets.mnist.load_data()
-    n = args.steps * BATCH
-    x = torch.from_numpy(x_np.reshape(-1, 784)[:n].astype(np.float32) / 255.0)
-    y = torch.from_numpy(y_np[:n].astype(np.int64))
+    x, y = mnist_flat(args.steps * BATCH)
     hand(x, y), fit(x, y)  # first-call costs of both
     diff, same, base = [], [], []
     for _ in range(args.rounds):

@@ -48,17 +48,15 @@ import statistics
 import time
 from collections.abc import Callable
 
-import numpy as np
 import torch
+from seed_mlp import mnist_flat, seed_mlp  # bench/, the script's folder
 from torch import nn
 
 import mirrorfit
 
 
 def build() -> nn.Module:
-    torch.manual_seed(0)
-    return nn.Sequential(nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(),
-                         nn.Linear(256, 10))
+    return seed_mlp(seed=0)
 
 
 # The loops train the same module objects run after run, reset to the same initial
@@ -258,9 +256,7 @@ def main() -> None:
     args = parser.parse_args()
     mirrorfit.OneDeviceStrategy("cpu")  # the default strategy's CPU settings, for both loops
     torch.set_num_threads(args.threads)
-    (x_np, y_np), _ = mirrorfit.datasets.mnist.load_data()
-    x = torch.from_numpy(x_np.reshape(-1, 784).astype(np.float32) / 255.0)
-    y = torch.from_numpy(y_np.astype(np.int64))
+    x, y = mnist_flat()
     xe, ye = x[:args.epoch_samples], y[:args.epoch_samples]
     epoch_rows = whole_epoch(xe, ye, args.epoch_batch, args.epoch_repeats)
     if args.only_epoch:

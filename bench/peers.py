@@ -51,8 +51,8 @@ from typing import Any
 
 os.environ.setdefault("KERAS_BACKEND", "torch")  # before anything imports keras
 
-import numpy as np
 import torch
+from seed_mlp import mnist_flat, seed_mlp  # bench/, the script's folder
 from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
@@ -63,17 +63,11 @@ BATCH = 32
 Runner = Callable[[int, int], tuple[float, float]]  # (steps, warmup) -> wall, CPU s/step
 
 
-def build() -> nn.Module:
-    return nn.Sequential(nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(),
-                         nn.Linear(256, 10))
-
-
-torch.manual_seed(0)
-_INITIAL = build().state_dict()
+_INITIAL = seed_mlp(seed=0).state_dict()
 
 
 def fresh() -> nn.Module:
-    module = build()
+    module = seed_mlp(seed=None)
     module.load_state_dict(_INITIAL)
     return module
 
@@ -370,9 +364,7 @@ def main() -> None:
 
     mirrorfit.OneDeviceStrategy("cpu")  # mirrorfit's CPU set-up (allocator), for every contender
     torch.set_num_threads(1)
-    (x_np, y_np), _ = mirrorfit.datasets.mnist.load_data()
-    x = torch.from_numpy(x_np.reshape(-1, 784).astype(np.float32) / 255.0)
-    y = torch.from_numpy(y_np.astype(np.int64))
+    x, y = mnist_flat()
 
     runners, missing = {}, []
     for name, make in PEERS.items():
