@@ -29,6 +29,7 @@ import torch
 
 from mirrorfit import losses, metrics, optimizers
 from mirrorfit.keras_optimizers import KerasOptimizer
+from mirrorfit.torch_losses import CallableLoss
 
 __all__ = ["compile_arguments", "compile_config", "deserialize", "serialize"]
 
@@ -40,7 +41,7 @@ def serialize(value: Any) -> Any:
     user's own callable as ``{"custom": name}`` (plus its ``get_config()`` if it has one)."""
     if isinstance(value, str):
         return value
-    if isinstance(value, (losses._CallableLoss, metrics._FunctionMetric)):
+    if isinstance(value, (CallableLoss, metrics._FunctionMetric)):
         return _custom(value.fn)
     for module, base in ((losses, losses.Loss), (metrics, metrics.Metric),
                          (optimizers, KerasOptimizer)):

@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from mirrorfit import losses
+from mirrorfit.loss_base import match_rank
 from mirrorfit.metrics.base import Metric
 
 __all__ = [
@@ -70,7 +70,7 @@ class BinaryAccuracy(Metric):
         return {**super().get_config(), "threshold": self.threshold}
 
     def values(self, y_pred: torch.Tensor, y_true: torch.Tensor) -> torch.Tensor:
-        y_pred, y_true = losses._match_rank(y_pred, y_true)
+        y_pred, y_true = match_rank(y_pred, y_true)
         return (y_pred > self.threshold).to(y_true.dtype) == y_true
 
 
