@@ -1,14 +1,21 @@
 """The base of every loss: :class:`Loss` (called as ``loss(y_pred, y_true)``, it returns
 the batch mean of its ``per_sample`` values) and the shape rules the losses and the
-accuracy metrics share. ``mirrorfit.losses`` holds the losses themselves."""
+metrics share. ``mirrorfit.losses`` holds the losses themselves.
+
+A model may return a tuple, list or dict of outputs: a loss or metric *function* of the
+user's gets it whole, and the built-in ones, which score one tensor, say which output
+structure they received and how to pick one (:func:`one_output`)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 
-__all__ = ["EPSILON", "Loss", "batch_mean", "match_rank"]
+from mirrorfit.data.trees import flatten
+
+__all__ = ["EPSILON", "Loss", "batch_mean", "batch_size", "match_rank", "one_output"]
 
 EPSILON = 1e-7
 """Clipping bound for probabilities, as Keras's ``backend.epsilon()``."""
@@ -62,3 +69,36 @@ def match_rank(y_pred: torch.Tensor, y_true: torch.Tensor) -> tuple[torch.Tensor
         raise ValueError(f"y_pred and y_true shapes differ: received y_pred {tuple(y_pred.shape)}"
                          f", y_true {tuple(y_true.shape)}; expected equal shapes.")
     return y_pred, y_true.to(y_pred.dtype)
+
+
+
+def batch_size(output: Any) -> int:
+    """The samples in a model's output: the leading dim of the tensor, or of the first
+    tensor in a tuple, list or dict of outputs (0 when there is none)."""
+    if isinstance(output, torch.Tensor):
+        return int(output.shape[0]) if output.ndim else 0
+    first = next((t for t in flatten(output)[0] if isinstance(t, torch.Tensor)), None)
+    return int(first.shape[0]) if first is not None and first.ndim else 0
+
+
+def one_output(y_pred: Any, scorer: str, fix: str) -> torch.Tensor:
+    """``y_pred`` when it is one tensor; else a ValueError naming ``scorer`` (a built-in
+    loss or metric), the structure the model returned and ``fix``, a way to pick one
+    output in which ``{pick}`` stands for e.g. ``y_pred['logits']``."""
+    if isinstance(y_pred, torch.Tensor):
+        return y_pred
+    pick = "y_pred" + (f"[{next(iter(y_pred))!r}]" if isinstance(y_pred, Mapping) and y_pred
+                       else "[0]")
+    raise ValueError(
+        f"{scorer} scores one output tensor, but the model returned {_structure(y_pred)}. "
+        f"Pick the output in a function: {fix.replace('{pick}', pick)}; or return one tensor "
+        "from forward().") from None
+
+
+def _structure(value: Any) -> str:
+    if isinstance(value, Mapping):
+        return f"a dict with keys {', '.join(repr(k) for k in value)}"
+    if isinstance(value, (tuple, list)):
+        return f"a {type(value).__name__} of {len(value)} outputs"
+    return f"a {type(value).__name__}"
+

@@ -241,9 +241,10 @@ class Model:
         return values[0] if len(values) == 1 else values
 
     def predict(self, x: Any, batch_size: int | None = None, verbose: int | str = 0,
-                callbacks: Sequence[Callback] | None = None) -> np.ndarray:
-        """Outputs for every sample, in input order, on every replica (numpy); no
-        ``compile`` needed."""
+                callbacks: Sequence[Callback] | None = None) -> Any:
+        """Outputs for every sample, in input order, on every replica, as numpy: one array,
+        or, for a model that returns a tuple, list or dict of outputs, the same structure
+        of arrays. No ``compile`` needed."""
         trainer = self._trainer if self._trainer is not None else self._predictor()
         stream = stream_for(self.strategy, x, None, None, batch_size)
         consistency.check_stream(self.strategy, stream, "predict")

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mirrorfit.loss_base import Loss, batch_mean
+from mirrorfit.loss_base import Loss, batch_mean, batch_size
 
 __all__ = ["CallableLoss"]
 
@@ -54,10 +54,11 @@ class CallableLoss(Loss):
     def _call(self, y_pred: torch.Tensor, y_true: torch.Tensor) -> torch.Tensor:
         return (self._unreduced or self.fn)(y_pred, y_true)
 
-    def _per_sample(self, values: torch.Tensor, y_pred: torch.Tensor) -> torch.Tensor:
-        if values.ndim == 0 or values.shape[0] != y_pred.shape[0]:
+    def _per_sample(self, values: torch.Tensor, y_pred: Any) -> torch.Tensor:
+        n = batch_size(y_pred)  # y_pred: a tensor, or the model's tuple or dict of outputs
+        if values.ndim == 0 or values.shape[0] != n:
             raise TypeError(f"{self.name} returned shape {tuple(values.shape)}, not per-sample "
-                            f"values for a batch of {y_pred.shape[0]}; per_sample needs a "
+                            f"values for a batch of {n}; per_sample needs a "
                             f"function returning (batch, ...) values or a torch loss module.")
         return batch_mean(values)
 

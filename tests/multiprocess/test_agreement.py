@@ -1,12 +1,14 @@
 """Ranks that make different local choices still run the same collectives:
 rank-dependent verbose and callbacks, a stop asked by one rank mid-epoch, predict
-with empty shares and with Dataset pipelines; and torchrun's own restarts."""
+with empty shares and with Dataset pipelines, a model returning a dict of outputs; and
+torchrun's own restarts."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from tests.procs import clean_env, run_python, write_script
@@ -64,6 +66,29 @@ pipes = {
 }
 out["predict_pipes"] = {k: identity.predict(d)[:, 0].tolist() for k, d in pipes.items()}
 out["iterated_shuffle"] = [float(v) for b in pipes["shuffle"] for v in b[0][:, 0]]
+
+# 5. a model that returns a dict of outputs: the user's loss and metric functions get it
+class Heads(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body = torch.nn.Linear(2, 2)
+    def forward(self, x):
+        logits = self.body(x)
+        return {"logits": logits, "score": logits.sum(1)}
+def head_loss(y_pred, y):
+    return torch.nn.functional.cross_entropy(y_pred["logits"], y)
+def hit(y_pred, y):  # per sample
+    return (y_pred["logits"].argmax(-1) == y).float()
+def mean_score(y_pred, y):  # a batch mean
+    return y_pred["score"].mean()
+mirrorfit.set_seed(0)
+with strategy.scope():
+    heads = mirrorfit.Model(Heads())
+    heads.compile("sgd", head_loss, metrics=[hit, mean_score])
+out["heads_history"] = heads.fit(x, y, batch_size=6, epochs=2, verbose=0).history
+out["heads_predict"] = {k: v.tolist() for k, v in heads.predict(x, batch_size=8).items()}
+out["heads_predict_one"] = {k: list(v.shape)
+                            for k, v in heads.predict(x[:1], batch_size=devices).items()}
 sys.stdout.write("JSON " + json.dumps(out) + "\n"); sys.stdout.flush()
 '''
 
@@ -101,6 +126,21 @@ def test_predict_on_pipelines_returns_iteration_order(results):
     assert single["predict_pipes"]["shuffle"] == single["iterated_shuffle"]
     for line in results[2]:
         assert line["predict_pipes"] == single["predict_pipes"]
+
+
+def test_a_model_with_a_dict_of_outputs_trains_and_predicts_alike_on_two_replicas(results):
+    single = results[1][0]
+    hist = single["heads_history"]
+    assert sorted(hist) == ["hit", "loss", "mean_score"] and len(hist["loss"]) == 2
+    pred = single["heads_predict"]
+    np.testing.assert_allclose(np.sum(pred["logits"], axis=1), pred["score"], rtol=1e-6)
+    assert len(pred["score"]) == 20
+    for line in results[2]:
+        for key, values in hist.items():
+            np.testing.assert_allclose(line["heads_history"][key], values, rtol=1e-5)
+        for key, values in pred.items():  # each sample once, in input order
+            np.testing.assert_allclose(line["heads_predict"][key], values, rtol=1e-5)
+        assert line["heads_predict_one"] == {"logits": [1, 2], "score": [1]}
 
 
 RESTART = r'''

@@ -29,6 +29,7 @@ from typing import Any
 import torch
 
 from mirrorfit import losses
+from mirrorfit.loss_base import batch_size
 from mirrorfit.metrics.accuracy import (
     Accuracy,
     BinaryAccuracy,
@@ -88,15 +89,17 @@ class _FunctionMetric(Metric):
     def get_config(self) -> dict[str, Any]:
         return {"fn": self.fn}
 
-    def update(self, y_pred: torch.Tensor, y_true: torch.Tensor,
+    def update(self, y_pred: Any, y_true: torch.Tensor,
                sample_weight: torch.Tensor | None = None) -> None:
+        """``fn(y_pred, y_true)``; ``y_pred`` as the model returned it (a tensor, or a
+        tuple, list or dict of outputs)."""
         with torch.no_grad():
             value = torch.as_tensor(self.fn(y_pred, y_true))
         if value.ndim > 0:
             self._accumulate(value, sample_weight)
             return
         weight = (sample_weight.sum() if sample_weight is not None
-                  else torch.tensor(float(y_pred.shape[0])))
+                  else torch.tensor(float(batch_size(y_pred))))
         value = value.to(torch.float64)
         self._accumulate(value.reshape(1), weight.to(value.device).reshape(1))
 

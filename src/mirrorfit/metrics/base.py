@@ -9,6 +9,8 @@ from typing import Any
 
 import torch
 
+from mirrorfit.loss_base import one_output
+
 __all__ = ["Mean", "Metric"]
 
 
@@ -48,6 +50,9 @@ class Metric:
     def update(self, y_pred: torch.Tensor, y_true: torch.Tensor,
                sample_weight: torch.Tensor | None = None) -> None:
         """Accumulate one batch; a ``(batch,)`` ``sample_weight`` broadcasts over positions."""
+        one_output(y_pred, f"The metric {self.name}",
+                   f"def {self.name}(y_pred, y): return mirrorfit.metrics.get({self.name!r})"
+                   f".values({{pick}}, y), then metrics=[{self.name}]")
         if not y_pred.requires_grad:  # the trainer passes detached outputs
             self._accumulate(self.values(y_pred, y_true), sample_weight)
             return

@@ -19,8 +19,10 @@ from torch import nn
 from mirrorfit import keras_models
 from mirrorfit.data.batches import LocalBatch
 from mirrorfit.data.sharding import loss_scale
+from mirrorfit.loss_base import one_output
 from mirrorfit.strategies.setup import Setup, StepInputs
 from mirrorfit.strategies.strategy import Strategy
+from mirrorfit.torch_losses import CallableLoss
 from mirrorfit.trainer.validation import STEP_ERRORS, explain_step_error
 
 
@@ -113,6 +115,11 @@ class Steps:
             return loss if extra is None else loss + extra  # a Keras model's own losses
         except STEP_ERRORS as exc:  # free unless raised; see trainer.validation
             explain_step_error(exc, self.module, self._x, y, y_pred)
+            raise
+        except AttributeError:  # a built-in loss given a tuple or dict of outputs says so
+            if not isinstance(self.loss_fn, CallableLoss):  # a user's function takes them
+                one_output(y_pred, f"The loss {self.loss_fn!r}", "loss=lambda y_pred, y: "
+                           f"mirrorfit.losses.{self.loss_fn!r}({{pick}}, y)")
             raise
 
     def _weighted(self, y_pred: Any, y: Any, sw: torch.Tensor) -> torch.Tensor:

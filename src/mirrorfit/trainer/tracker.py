@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from mirrorfit import metrics as metrics_mod
+from mirrorfit.data.trees import tree_map
 from mirrorfit.strategies.strategy import Strategy
 
 
@@ -50,7 +51,9 @@ class Tracker:
                 self.loss.update_mean(loss_mean, n)
                 self._hot = loss_mean.device.type != "mps"
             return
-        if y_pred.requires_grad:
+        if not isinstance(y_pred, torch.Tensor):  # a tuple, list or dict of outputs
+            y_pred = tree_map(torch.Tensor.detach, y_pred)
+        elif y_pred.requires_grad:
             y_pred = y_pred.detach()
         if self._hot and sample_weight is None:
             self.loss._add_mean(loss_mean, n)

@@ -11,8 +11,9 @@ so ``state_dict`` captures exactly where training stands.
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -22,6 +23,7 @@ from mirrorfit.callbacks.callback_list import CallbackList
 from mirrorfit.cluster import preemption
 from mirrorfit.data.batches import BatchStream, LocalBatch
 from mirrorfit.data.sharding import share_bounds
+from mirrorfit.data.trees import tree_map
 from mirrorfit.strategies.capabilities import BackwardSyncControl
 from mirrorfit.strategies.sync_batchnorm import weightless_share
 from mirrorfit.trainer.context import TrainingContext
@@ -224,21 +226,21 @@ class Trainer:
         callbacks.on_test_end(logs)
         return logs
 
-    def predict(self, stream: BatchStream, callbacks: CallbackList) -> np.ndarray:
-        """Outputs in input order, each sample once, on every replica."""
+    def predict(self, stream: BatchStream, callbacks: CallbackList) -> Any:
+        """Outputs in input order, each sample once, on every replica: one numpy array, or
+        the model's tuple, list or dict of outputs with an array for each."""
         with training_mode(self.steps.module, False):
             return self._predict(stream, callbacks)
 
-    def _predict(self, stream: BatchStream, callbacks: CallbackList) -> np.ndarray:
+    def _predict(self, stream: BatchStream, callbacks: CallbackList) -> Any:
         outputs, positions, offset = [], [], 0
         callbacks.on_predict_begin()
         for i, batch in enumerate(stream.iter_epoch(0)):
             callbacks.on_predict_batch_begin(i)
-            out = self.steps.predict(batch).detach().cpu()
-            if out.dtype in _HALF:  # mixed precision computes in 16 bits; numpy wants 32
-                out = out.float()
+            # the share's rows (an empty share keeps shape and dtype), on the host
+            outputs.append(tree_map(functools.partial(_on_host, rows=batch.size),
+                                    self.steps.predict(batch)))
             start, _ = share_bounds(batch.global_size, self.strategy.replica)
-            outputs.append(out[:batch.size])  # an empty share keeps shape and dtype
             positions.append(torch.arange(offset + start, offset + start + batch.size))
             offset += batch.global_size
             callbacks.on_predict_batch_end(i, {})
@@ -246,9 +248,8 @@ class Trainer:
         if not outputs:
             return np.empty((0,), dtype=np.float32)
         # sort by position in the epoch's sample sequence: input (iteration) order
-        everything = self.strategy.gather(torch.cat(outputs))
-        order = self.strategy.gather(torch.cat(positions))
-        return everything[torch.argsort(order)].numpy()
+        order = torch.argsort(self.strategy.gather(torch.cat(positions)))
+        return _join(outputs, lambda parts: self.strategy.gather(torch.cat(parts))[order].numpy())
 
     # --- state --------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -262,6 +263,25 @@ class Trainer:
         if self.stream is not None and state.get("stream") is not None:
             self.stream.load_state_dict(state["stream"])
         self._resumed_tracker = True
+
+
+def _on_host(output: torch.Tensor, rows: int) -> torch.Tensor:
+    """A prediction's first ``rows`` on the CPU, in float32 where mixed precision computed
+    it in 16 bits (numpy has no bfloat16)."""
+    output = output[:rows].detach().cpu()
+    return output.float() if output.dtype in _HALF else output
+
+
+def _join(batches: list[Any], join: Callable[[list[torch.Tensor]], Any]) -> Any:
+    """``join`` applied to each output's batches, in the model's structure (a tensor, or
+    a tuple, list or dict of outputs); every rank joins its leaves in the same order."""
+    first = batches[0]
+    if isinstance(first, torch.Tensor):
+        return join(batches)
+    if isinstance(first, Mapping):
+        return {k: _join([b[k] for b in batches], join) for k in first}
+    joined = [_join(list(column), join) for column in zip(*batches, strict=True)]
+    return joined if isinstance(first, list) else tuple(joined)
 
 
 @contextlib.contextmanager
