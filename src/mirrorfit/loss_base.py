@@ -15,7 +15,7 @@ import torch
 
 from mirrorfit.data.trees import flatten
 
-__all__ = ["EPSILON", "Loss", "batch_mean", "batch_size", "match_rank", "one_output"]
+__all__ = ["EPSILON", "Loss", "batch_mean", "batch_size", "match_rank", "one_output", "remake"]
 
 EPSILON = 1e-7
 """Clipping bound for probabilities, as Keras's ``backend.epsilon()``."""
@@ -71,7 +71,6 @@ def match_rank(y_pred: torch.Tensor, y_true: torch.Tensor) -> tuple[torch.Tensor
     return y_pred, y_true.to(y_pred.dtype)
 
 
-
 def batch_size(output: Any) -> int:
     """The samples in a model's output: the leading dim of the tensor, or of the first
     tensor in a tuple, list or dict of outputs (0 when there is none)."""
@@ -93,6 +92,15 @@ def one_output(y_pred: Any, scorer: str, fix: str) -> torch.Tensor:
         f"{scorer} scores one output tensor, but the model returned {_structure(y_pred)}. "
         f"Pick the output in a function: {fix.replace('{pick}', pick)}; or return one tensor "
         "from forward().") from None
+
+
+def remake(obj: Any, package: str) -> str:
+    """Code that builds ``obj`` again from its ``get_config()``, e.g.
+    ``mirrorfit.losses.Huber(delta=1.0)`` for one of ``package``'s own classes."""
+    cls = type(obj)
+    args = ", ".join(f"{k}={v!r}" for k, v in obj.get_config().items())
+    prefix = f"{package}." if cls.__module__.startswith(package) else ""
+    return f"{prefix}{cls.__name__}({args})"
 
 
 def _structure(value: Any) -> str:

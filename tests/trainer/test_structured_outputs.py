@@ -88,21 +88,27 @@ def test_a_built_in_loss_names_the_outputs_and_its_fix_works():
     assert len(fixed.fit(x, y, batch_size=8, verbose=0).history["loss"]) == 1
 
 
-def test_a_built_in_metric_names_the_outputs_and_its_fix_works():
+@pytest.mark.parametrize("metric, fix", [
+    ("accuracy", "def accuracy(y_pred, y): return mirrorfit.metrics.Accuracy(name='accuracy')"
+                 ".values(y_pred[0], y), then metrics=[accuracy]"),
+    (mirrorfit.metrics.SparseTopKCategoricalAccuracy(k=2, name="top-2"),
+     "def metric(y_pred, y): return mirrorfit.metrics.SparseTopKCategoricalAccuracy("
+     "name='top-2', k=2).values(y_pred[0], y), then metrics=[metric]"),
+])
+def test_a_built_in_metric_names_the_outputs_and_its_fix_works(metric, fix):
     x, y = _data()
 
     def loss(y_pred, y):  # type: ignore[no-untyped-def]
         return nn.functional.cross_entropy(y_pred[0], y)
 
-    model = _compiled(Heads("tuple"), loss, ["accuracy"])
+    model = _compiled(Heads("tuple"), loss, [metric])
+    name = "accuracy" if metric == "accuracy" else "top-2"
     with pytest.raises(ValueError, match=re.escape(
-            "The metric accuracy scores one output tensor, but the model returned a tuple "
-            "of 2 outputs. Pick the output in a function: def accuracy(y_pred, y): return "
-            "mirrorfit.metrics.get('accuracy').values(y_pred[0], y), then "
-            "metrics=[accuracy];")) as err:
+            f"The metric {name} scores one output tensor, but the model returned a tuple "
+            f"of 2 outputs. Pick the output in a function: {fix}; or return")):
         model.evaluate(x, y, verbose=0)
-    fix = re.search(r"(def .*?), then", str(err.value)).group(1)  # type: ignore[union-attr]
+    definition, fn = fix.split(", then metrics=[")
     scope: dict[str, object] = {"mirrorfit": mirrorfit}
-    exec(fix, scope)
-    fixed = _compiled(Heads("tuple"), loss, [scope["accuracy"]])
+    exec(definition, scope)
+    fixed = _compiled(Heads("tuple"), loss, [scope[fn.rstrip("]")]])
     assert 0 <= fixed.evaluate(x, y, verbose=0)[1] <= 1

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from mirrorfit.loss_base import one_output
+from mirrorfit.loss_base import one_output, remake
 
 __all__ = ["Mean", "Metric"]
 
@@ -50,9 +50,10 @@ class Metric:
     def update(self, y_pred: torch.Tensor, y_true: torch.Tensor,
                sample_weight: torch.Tensor | None = None) -> None:
         """Accumulate one batch; a ``(batch,)`` ``sample_weight`` broadcasts over positions."""
+        fn = self.name if self.name.isidentifier() else "metric"
         one_output(y_pred, f"The metric {self.name}",
-                   f"def {self.name}(y_pred, y): return mirrorfit.metrics.get({self.name!r})"
-                   f".values({{pick}}, y), then metrics=[{self.name}]")
+                   f"def {fn}(y_pred, y): return {remake(self, 'mirrorfit.metrics')}"
+                   f".values({{pick}}, y), then metrics=[{fn}]")
         if not y_pred.requires_grad:  # the trainer passes detached outputs
             self._accumulate(self.values(y_pred, y_true), sample_weight)
             return

@@ -19,7 +19,7 @@ from torch import nn
 from mirrorfit import keras_models
 from mirrorfit.data.batches import LocalBatch
 from mirrorfit.data.sharding import loss_scale
-from mirrorfit.loss_base import one_output
+from mirrorfit.loss_base import one_output, remake
 from mirrorfit.strategies.setup import Setup, StepInputs
 from mirrorfit.strategies.strategy import Strategy
 from mirrorfit.torch_losses import CallableLoss
@@ -119,7 +119,7 @@ class Steps:
         except AttributeError:  # a built-in loss given a tuple or dict of outputs says so
             if not isinstance(self.loss_fn, CallableLoss):  # a user's function takes them
                 one_output(y_pred, f"The loss {self.loss_fn!r}", "loss=lambda y_pred, y: "
-                           f"mirrorfit.losses.{self.loss_fn!r}({{pick}}, y)")
+                           f"{remake(self.loss_fn, 'mirrorfit.losses')}({{pick}}, y)")
             raise
 
     def _weighted(self, y_pred: Any, y: Any, sw: torch.Tensor) -> torch.Tensor:
