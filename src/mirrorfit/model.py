@@ -8,7 +8,7 @@ distribution code.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -157,10 +157,15 @@ class Model:
     def fit(self, x: Any = None, y: Any = None, batch_size: int | None = None, epochs: int = 1,
             verbose: int | str = "auto", callbacks: Sequence[Callback] | None = None,
             validation_split: float = 0.0, validation_data: Any = None, shuffle: bool = True,
-            sample_weight: Any = None, initial_epoch: int = 0,
+            class_weight: Mapping[int, float] | None = None, sample_weight: Any = None,
+            initial_epoch: int = 0,
             steps_per_epoch: int | None = None, validation_batch_size: int | None = None,
             validation_freq: int = 1, seed: int | None = None) -> History:
         """Train for ``epochs`` epochs; ``batch_size`` is the **global** batch.
+
+        ``class_weight`` (Keras's): ``{class id: weight}`` for the training loss over
+        arrays, applied as per-sample weights (times ``sample_weight``); see
+        :mod:`mirrorfit.class_weights`.
 
         Returns:
             A History whose ``.history`` holds the global per-epoch values.
@@ -175,7 +180,8 @@ class Model:
                                   shuffle=shuffle, seed=trainer.seed,
                                   validation_split=validation_split,
                                   validation_data=validation_data,
-                                  validation_batch_size=validation_batch_size)
+                                  validation_batch_size=validation_batch_size,
+                                  class_weight=class_weight)
         consistency.check_fit(self.strategy, stream, val, epochs=epochs,
                               initial_epoch=initial_epoch, steps_per_epoch=steps_per_epoch,
                               validation_freq=validation_freq, seed=trainer.seed)

@@ -7,6 +7,7 @@ import math
 from typing import Any
 
 from mirrorfit.advice import warn
+from mirrorfit.class_weights import class_sample_weight
 from mirrorfit.data.adapters import as_batch_stream
 from mirrorfit.data.batches import BatchStream
 from mirrorfit.data.sources import TensorSource, leading_length, to_tensor
@@ -44,13 +45,20 @@ def stream_for(strategy: Strategy, x: Any, y: Any, sample_weight: Any, batch_siz
 
 def fit_streams(strategy: Strategy, x: Any, y: Any, sample_weight: Any, *,
                 batch_size: int | None, shuffle: bool, seed: int, validation_split: float,
-                validation_data: Any, validation_batch_size: int | None
-                ) -> tuple[BatchStream, BatchStream | None]:
-    """Training stream and validation stream (or None)."""
+                validation_data: Any, validation_batch_size: int | None,
+                class_weight: Any = None) -> tuple[BatchStream, BatchStream | None]:
+    """Training stream and validation stream (or None); ``class_weight`` weighs the
+    training samples only (Keras)."""
     if not 0.0 <= validation_split < 1.0:
         raise ValueError(f"validation_split must be in [0, 1), received {validation_split!r}.")
     if validation_split and validation_data is None:
         (x, y, sample_weight), validation_data = _split(x, y, sample_weight, validation_split)
+    if class_weight is not None:
+        if _batched(x):
+            raise ValueError("class_weight works with arrays or tensors x, y; a Dataset or "
+                             "DataLoader gives each element its weight itself, e.g. "
+                             "ds.map(lambda x, y: (x, y, weights[y])).")
+        sample_weight = class_sample_weight(y, class_weight, sample_weight)
     stream = stream_for(strategy, x, y, sample_weight, batch_size, shuffle=shuffle, seed=seed)
     n = stream.num_samples()
     if n is not None and n < strategy.num_replicas_in_sync:

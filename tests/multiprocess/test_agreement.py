@@ -1,7 +1,7 @@
 """Ranks that make different local choices still run the same collectives:
 rank-dependent verbose and callbacks, a stop asked by one rank mid-epoch, predict
-with empty shares and with Dataset pipelines, a model returning a dict of outputs; and
-torchrun's own restarts."""
+with empty shares and with Dataset pipelines, a model returning a dict of outputs,
+class_weight; and torchrun's own restarts."""
 
 from __future__ import annotations
 
@@ -89,6 +89,14 @@ out["heads_history"] = heads.fit(x, y, batch_size=6, epochs=2, verbose=0).histor
 out["heads_predict"] = {k: v.tolist() for k, v in heads.predict(x, batch_size=8).items()}
 out["heads_predict_one"] = {k: list(v.shape)
                             for k, v in heads.predict(x[:1], batch_size=devices).items()}
+
+# 6. class_weight: the same training on any replica count
+mirrorfit.set_seed(0)
+with strategy.scope():
+    weighted = mirrorfit.Model(torch.nn.Linear(2, 2))
+    weighted.compile("sgd", mirrorfit.losses.SparseCategoricalCrossentropy(from_logits=True))
+out["class_weight_history"] = weighted.fit(x, y, batch_size=6, epochs=2, verbose=0,
+                                           class_weight={0: 1.0, 1: 3.0}).history
 sys.stdout.write("JSON " + json.dumps(out) + "\n"); sys.stdout.flush()
 '''
 
@@ -141,6 +149,15 @@ def test_a_model_with_a_dict_of_outputs_trains_and_predicts_alike_on_two_replica
         for key, values in pred.items():  # each sample once, in input order
             np.testing.assert_allclose(line["heads_predict"][key], values, rtol=1e-5)
         assert line["heads_predict_one"] == {"logits": [1, 2], "score": [1]}
+
+
+
+def test_class_weight_trains_alike_on_two_replicas(results):
+    single = results[1][0]["class_weight_history"]
+    assert len(single["loss"]) == 2
+    for line in results[2]:
+        np.testing.assert_allclose(line["class_weight_history"]["loss"], single["loss"],
+                                   rtol=1e-5)
 
 
 RESTART = r'''
