@@ -76,8 +76,9 @@ class SparseCategoricalCrossentropy(Loss):
         # (ValueError) take the general path, which names the shapes
         if (self.from_logits and y_true.ndim == 1 and y_pred.ndim == 2 and y_true.numel()
                 and not y_true.is_floating_point()):
-            try:
-                return F.cross_entropy(y_pred, y_true)
+            try:  # torch takes int64 class ids; Keras takes any integer type (int32 ...)
+                return F.cross_entropy(y_pred, y_true if y_true.dtype == torch.int64
+                                       else y_true.long())
             except (IndexError, RuntimeError) as exc:
                 raise _label_error(y_true, y_pred.shape[-1], exc) from None
             except ValueError:

@@ -39,6 +39,15 @@ def test_sparse_ce_from_logits_equals_torch(logits: torch.Tensor, labels: torch.
     torch.testing.assert_close(loss(logits, labels.unsqueeze(1)), F.cross_entropy(logits, labels))
 
 
+
+@pytest.mark.parametrize("dtype", [torch.int32, torch.int16, torch.uint8, torch.int64])
+def test_sparse_ce_takes_labels_of_any_integer_type_as_keras_does(
+        logits: torch.Tensor, labels: torch.Tensor, dtype: torch.dtype) -> None:
+    for from_logits in (True, False):
+        loss = losses.SparseCategoricalCrossentropy(from_logits=from_logits)
+        y_pred = logits if from_logits else logits.softmax(-1)
+        assert torch.equal(loss(y_pred, labels.to(dtype)), loss(y_pred, labels))
+
 def test_sparse_ce_sequence_averages_time_steps_per_sample() -> None:
     x = torch.randn(2, 3, 4)
     y = torch.randint(0, 4, (2, 3))
