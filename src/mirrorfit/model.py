@@ -25,6 +25,7 @@ from mirrorfit.callbacks.history import History
 from mirrorfit.callbacks.progbar_logger import ProgbarLogger, format_logs
 from mirrorfit.callbacks.step_timing import StepTiming
 from mirrorfit.checkpoint import model_file
+from mirrorfit.model_batches import BatchMethods
 from mirrorfit.model_inputs import fit_streams, stream_for
 from mirrorfit.strategies import consistency, context
 from mirrorfit.strategies.default import get_strategy
@@ -35,7 +36,7 @@ from mirrorfit.trainer.steps import Steps
 from mirrorfit.trainer.trainer import Trainer
 
 
-class Model:
+class Model(BatchMethods):
     """Wrap a ``torch.nn.Module`` for Keras-style training.
 
     Args:

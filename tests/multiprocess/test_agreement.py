@@ -1,7 +1,7 @@
 """Ranks that make different local choices still run the same collectives:
 rank-dependent verbose and callbacks, a stop asked by one rank mid-epoch, predict
 with empty shares and with Dataset pipelines, a model returning a dict of outputs,
-class_weight; and torchrun's own restarts."""
+class_weight, train_on_batch; and torchrun's own restarts."""
 
 from __future__ import annotations
 
@@ -97,6 +97,10 @@ with strategy.scope():
     weighted.compile("sgd", mirrorfit.losses.SparseCategoricalCrossentropy(from_logits=True))
 out["class_weight_history"] = weighted.fit(x, y, batch_size=6, epochs=2, verbose=0,
                                            class_weight={0: 1.0, 1: 3.0}).history
+
+# 7. train_on_batch: the batch given is the global batch, split over the replicas
+out["on_batch"] = [weighted.train_on_batch(x[:7], y[:7]) for _ in range(3)]
+out["on_batch_weights"] = [w.tolist() for w in weighted.get_weights()]
 sys.stdout.write("JSON " + json.dumps(out) + "\n"); sys.stdout.flush()
 '''
 
@@ -158,6 +162,16 @@ def test_class_weight_trains_alike_on_two_replicas(results):
     for line in results[2]:
         np.testing.assert_allclose(line["class_weight_history"]["loss"], single["loss"],
                                    rtol=1e-5)
+
+
+
+def test_train_on_batch_steps_alike_on_two_replicas(results):
+    single = results[1][0]
+    assert single["on_batch"][0] > single["on_batch"][-1]  # three steps on one batch
+    for line in results[2]:
+        np.testing.assert_allclose(line["on_batch"], single["on_batch"], rtol=1e-5)
+        for a, b in zip(line["on_batch_weights"], single["on_batch_weights"], strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
 
 
 RESTART = r'''
