@@ -1,5 +1,6 @@
-"""Keras's ``fit(class_weight=...)``: a weight per class, applied to the training loss as
-per-sample weights (times ``sample_weight`` where both are given), as Keras does.
+"""Keras's ``fit(class_weight=...)``: a weight per class, applied as per-sample weights
+(times ``sample_weight`` where both are given) to the training loss and to
+``compile(weighted_metrics=...)``, never to the plain ``metrics``, as Keras does.
 
 The class of a sample is its label: an integer label as it is, a one-hot (or soft) row
 by its largest entry, a ``(n, 1)`` label squeezed, a float label rounded (binary

@@ -68,7 +68,8 @@ class Model(BatchMethods):
 
     # --- compile ------------------------------------------------------------------------
     def compile(self, optimizer: Any = "rmsprop", loss: Any = None,
-                metrics: Sequence[Any] | None = None, *, steps_per_update: int = 1,
+                metrics: Sequence[Any] | None = None, *,
+                weighted_metrics: Sequence[Any] | None = None, steps_per_update: int = 1,
                 jit_compile: bool = False, clipnorm: float | None = None,
                 clipvalue: float | None = None, global_clipnorm: float | None = None) -> None:
         """Choose the optimizer, loss and metrics (Keras names or torch objects).
@@ -81,7 +82,10 @@ class Model(BatchMethods):
             optimizer: 'adam', 'sgd', 'rmsprop', … or a ``torch.optim.Optimizer``.
             loss: 'sparse_categorical_crossentropy', 'mse', … or a callable
                 ``loss(y_pred, y_true)`` returning the batch mean.
-            metrics: e.g. ``["accuracy"]``.
+            metrics: e.g. ``["accuracy"]``; as in Keras, not weighted by ``sample_weight``
+                or ``class_weight``.
+            weighted_metrics: metrics weighted by ``sample_weight`` and ``class_weight``
+                (Keras's); one named like a plain metric is logged as ``weighted_<name>``.
             steps_per_update: accumulate gradients over this many batches per
                 optimizer step (no all-reduce in between).
             jit_compile: run the module under ``torch.compile`` (Keras's name); it pays
@@ -103,20 +107,21 @@ class Model(BatchMethods):
                              f"{steps_per_update!r}.")
         clipping = _clipping(optimizer, clipnorm, clipvalue, global_clipnorm)
         strategy = self.strategy
-        keras_models.check_compile_arguments(optimizer, loss, metrics)
+        metric_list, weighted_list = list(metrics or []), list(weighted_metrics or [])
+        keras_models.check_compile_arguments(optimizer, loss, metric_list + weighted_list)
         loss_fn = losses_mod.get(loss)
-        metric_list = list(metrics or [])
         policy = mixed_precision.global_policy().name
-        consistency.check_compile(strategy, self.module, optimizer, loss_fn, metric_list,
-                                  steps_per_update)
+        consistency.check_compile(strategy, self.module, optimizer, loss_fn,
+                                  metric_list + weighted_list, steps_per_update)
         opt = optimizers_mod.get(optimizer, self.module.parameters())
         setup = strategy.setup(self.module, opt, precision=policy, clipping=clipping,
                                jit_compile=bool(jit_compile))
         keras_models.check_batchnorm(self.module, strategy.num_replicas_in_sync)
         args = {"optimizer": optimizer, "loss": loss, "metrics": metric_list,
-                "steps_per_update": steps_per_update, "jit_compile": bool(jit_compile)}
+                "weighted_metrics": weighted_list, "steps_per_update": steps_per_update,
+                "jit_compile": bool(jit_compile)}
         self._trainer = Trainer(Steps(setup, strategy, loss_fn), metric_list, steps_per_update,
-                                args)
+                                args, weighted_metrics=weighted_list)
 
     @property
     def optimizer(self) -> torch.optim.Optimizer:

@@ -117,6 +117,7 @@ def compile_config(args: Mapping[str, Any] | None) -> dict[str, Any] | None:
         return None
     return {"optimizer": serialize(args["optimizer"]), "loss": serialize(args["loss"]),
             "metrics": [serialize(m) for m in args["metrics"]],
+            "weighted_metrics": [serialize(m) for m in args.get("weighted_metrics", [])],
             "steps_per_update": args["steps_per_update"]}
 
 
@@ -133,6 +134,8 @@ def compile_arguments(config: Mapping[str, Any], custom_objects: Mapping[str, An
     optimizer = deserialize(config["optimizer"], "optimizer", custom, missing)
     loss = deserialize(config["loss"], "loss", custom, missing)
     metric_list = [deserialize(m, "metric", custom, missing) for m in config["metrics"]]
+    weighted = [deserialize(m, "metric", custom, missing)
+                for m in config.get("weighted_metrics", [])]  # files before it: none
     if missing:
         names = ", ".join(missing)
         example = ", ".join(f"{n}: {n[1:-1]}" for n in (m.split(" ", 1)[1] for m in missing))
@@ -141,4 +144,4 @@ def compile_arguments(config: Mapping[str, Any], custom_objects: Mapping[str, An
             f"them back with load_model(path, module=..., custom_objects={{{example}}}), or "
             "load with compile=False and call model.compile(...) again.")
     return {"optimizer": optimizer, "loss": loss, "metrics": metric_list,
-            "steps_per_update": config["steps_per_update"]}
+            "weighted_metrics": weighted, "steps_per_update": config["steps_per_update"]}

@@ -90,3 +90,25 @@ def test_class_weight_with_a_dataset_says_how_to_weigh_its_elements():
     with pytest.raises(ValueError, match=r"a Dataset or DataLoader gives each element its "
                                          r"weight itself, e\.g\. ds\.map\("):
         _model().fit(ds, class_weight={0: 2.0}, verbose=0)
+
+
+def test_metrics_ignore_sample_weights_and_weighted_metrics_use_them(tmp_path):
+    rng = np.random.default_rng(1)
+    x, y = rng.normal(size=(30, 4)).astype("float32"), rng.integers(0, 3, 30)
+    w = rng.uniform(0.0, 3.0, 30).astype("float32")
+    torch.manual_seed(0)
+    model = mirrorfit.Model(torch.nn.Linear(4, 3))
+    model.compile("sgd", mirrorfit.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["accuracy"],
+                  weighted_metrics=["accuracy", "sparse_categorical_accuracy"])
+    hits = (model.predict(x, verbose=0).argmax(1) == y).astype("float64")
+    logs = model.evaluate(x, y, sample_weight=w, return_dict=True, verbose=0)
+    assert sorted(logs) == ["accuracy", "loss", "sparse_categorical_accuracy", "weighted_accuracy"]
+    assert logs["accuracy"] == pytest.approx(hits.mean(), rel=1e-12)  # as in Keras
+    assert logs["weighted_accuracy"] == pytest.approx((hits * w).sum() / w.sum(), rel=1e-6)
+    history = model.fit(x, y, class_weight={0: 5.0}, batch_size=10, verbose=0).history
+    assert sorted(history) == sorted(logs)
+    model.save(tmp_path / "m.pt")
+    loaded = mirrorfit.load_model(tmp_path / "m.pt", module=torch.nn.Linear(4, 3))
+    assert loaded.evaluate(x, y, sample_weight=w, return_dict=True, verbose=0) == pytest.approx(
+        model.evaluate(x, y, sample_weight=w, return_dict=True, verbose=0))

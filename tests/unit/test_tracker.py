@@ -50,7 +50,7 @@ def test_hot_path_still_squeezes_and_refuses_label_shapes() -> None:
 
 
 def test_weighted_updates_take_the_checked_path() -> None:
-    tracker = Tracker(["accuracy"], mirrorfit.OneDeviceStrategy("cpu"))
+    tracker = Tracker([], mirrorfit.OneDeviceStrategy("cpu"), weighted=["accuracy"])
     pred, y = next(_batches(2))
     tracker.update(torch.tensor(1.0), pred, y, len(y))
     w = torch.zeros(len(y))
@@ -97,3 +97,15 @@ def test_loss_alone_takes_the_hot_path_and_never_reads_the_output() -> None:
     assert tracker.result() == {"loss": 1.0}
     tracker.reset()
     assert not tracker._hot
+
+
+def test_plain_metrics_ignore_sample_weights_and_a_weighted_twin_is_renamed() -> None:
+    tracker = Tracker(["accuracy"], mirrorfit.OneDeviceStrategy("cpu"), weighted=["accuracy"])
+    pred, y = next(_batches(3))
+    w = torch.zeros(len(y))
+    w[0] = 1.0
+    tracker.update(torch.tensor(1.0), pred, y, len(y), w)
+    hits = (pred.argmax(1) == y).double()
+    logs = tracker.result()
+    assert logs["accuracy"] == pytest.approx(float(hits.mean()))
+    assert logs["weighted_accuracy"] == float(hits[0])

@@ -18,11 +18,24 @@ from mirrorfit.strategies.strategy import Strategy
 
 
 class Tracker:
-    """The loss mean plus compiled metrics; ``result()`` gives global logs."""
+    """The loss mean plus compiled metrics; ``result()`` gives global logs.
 
-    def __init__(self, metrics: Sequence[Any], strategy: Strategy, prefix: str = "") -> None:
+    As in Keras, sample weights (and class weights) weigh the loss and the ``weighted``
+    metrics, never the plain ones; a weighted metric named like a plain one (or the
+    loss) is logged as ``weighted_<name>``.
+    """
+
+    def __init__(self, metrics: Sequence[Any], strategy: Strategy, prefix: str = "",
+                 weighted: Sequence[Any] | None = None) -> None:
         self.loss = metrics_mod.Mean(name="loss")
-        self.metrics = [metrics_mod.get(m) for m in metrics]
+        plain = [metrics_mod.get(m) for m in metrics]
+        taken = {self.loss.name, *(m.name for m in plain)}
+        extra = [metrics_mod.get(m) for m in weighted or []]
+        for m in extra:
+            if m.name in taken:
+                m.name = f"weighted_{m.name}"
+        self.metrics = plain + extra
+        self._unweighted = len(plain)  # the first metrics ignore sample weights
         self.strategy = strategy
         self.prefix = prefix
         # metrics that keep Metric's update: after one checked update per reset, the
@@ -61,8 +74,8 @@ class Tracker:
                 m._add(m._hot_values(y_pred, y_true))
             return
         self.loss.update_mean(loss_mean, n)
-        for m in self.metrics:
-            m.update(y_pred, y_true, sample_weight)
+        for i, m in enumerate(self.metrics):
+            m.update(y_pred, y_true, sample_weight if i >= self._unweighted else None)
         self._hot = (self._plain and sample_weight is None and isinstance(y_pred, torch.Tensor)
                      and y_pred.device.type != "mps" and loss_mean.device == y_pred.device)
 

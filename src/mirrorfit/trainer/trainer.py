@@ -42,18 +42,20 @@ class Trainer:
 
     Args:
         steps: one step on this replica's share (holds the strategy's setup).
-        metrics: the compiled metrics.
+        metrics: the compiled metrics (not weighted by sample weights).
         steps_per_update: batches per optimizer update.
         compile_args: what ``compile`` received (kept in the training context).
+        weighted_metrics: the compiled metrics weighted by sample weights.
     """
 
     def __init__(self, steps: Steps, metrics: list[Any], steps_per_update: int = 1,
-                 compile_args: dict[str, Any] | None = None) -> None:
+                 compile_args: dict[str, Any] | None = None,
+                 weighted_metrics: list[Any] | None = None) -> None:
         self.strategy = steps.strategy
         self.steps = steps
         self.setup = steps.setup
-        self.train_tracker = Tracker(metrics, self.strategy)
-        self.eval_tracker = Tracker(metrics, self.strategy)
+        self.train_tracker = Tracker(metrics, self.strategy, weighted=weighted_metrics)
+        self.eval_tracker = Tracker(metrics, self.strategy, weighted=weighted_metrics)
         self.steps_per_update = steps_per_update
         self.epoch = 0
         self.step = 0
