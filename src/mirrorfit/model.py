@@ -26,7 +26,7 @@ from mirrorfit.callbacks.progbar_logger import ProgbarLogger, format_logs
 from mirrorfit.callbacks.step_timing import StepTiming
 from mirrorfit.checkpoint import model_file
 from mirrorfit.model_batches import BatchMethods
-from mirrorfit.model_inputs import fit_streams, stream_for
+from mirrorfit.model_inputs import first_steps, fit_streams, stream_for
 from mirrorfit.strategies import consistency, context
 from mirrorfit.strategies.default import get_strategy
 from mirrorfit.strategies.setup import Clipping, Setup
@@ -165,8 +165,9 @@ class Model(BatchMethods):
             validation_split: float = 0.0, validation_data: Any = None, shuffle: bool = True,
             class_weight: Mapping[int, float] | None = None, sample_weight: Any = None,
             initial_epoch: int = 0,
-            steps_per_epoch: int | None = None, validation_batch_size: int | None = None,
-            validation_freq: int = 1, seed: int | None = None) -> History:
+            steps_per_epoch: int | None = None, validation_steps: int | None = None,
+            validation_batch_size: int | None = None, validation_freq: int = 1,
+            seed: int | None = None) -> History:
         """Train for ``epochs`` epochs; ``batch_size`` is the **global** batch.
 
         ``class_weight`` (Keras's): ``{class id: weight}`` for the training loss over
@@ -188,6 +189,10 @@ class Model(BatchMethods):
                                   validation_data=validation_data,
                                   validation_batch_size=validation_batch_size,
                                   class_weight=class_weight)
+        if steps_per_epoch is None:  # an infinite stream needs it
+            first_steps(stream, None, "steps_per_epoch", "The training data")
+        if val is not None:
+            val = first_steps(val, validation_steps, "validation_steps", "The validation data")
         consistency.check_fit(self.strategy, stream, val, epochs=epochs,
                               initial_epoch=initial_epoch, steps_per_epoch=steps_per_epoch,
                               validation_freq=validation_freq, seed=trainer.seed)
@@ -231,16 +236,18 @@ class Model(BatchMethods):
 
     def evaluate(self, x: Any = None, y: Any = None, batch_size: int | None = None,
                  verbose: int | str = "auto", sample_weight: Any = None,
-                 callbacks: Sequence[Callback] | None = None,
+                 steps: int | None = None, callbacks: Sequence[Callback] | None = None,
                  return_dict: bool = False) -> float | list[float] | dict[str, float]:
-        """Loss and metrics over every sample exactly once (global values).
+        """Loss and metrics over every sample exactly once (global values); with
+        ``steps``, over the first ``steps`` global batches (needed for an infinite Dataset).
 
         Returns:
             The loss if there are no metrics, ``[loss, *metrics]`` otherwise, or a dict
             when ``return_dict=True`` (Keras's convention).
         """
         trainer = self._compiled()
-        stream = stream_for(self.strategy, x, y, sample_weight, batch_size)
+        stream = first_steps(stream_for(self.strategy, x, y, sample_weight, batch_size), steps,
+                             "steps", "The data passed to evaluate()")
         consistency.check_stream(self.strategy, stream, "evaluate")
         verbose = _verbose(verbose)
         logs = trainer.evaluate(stream, CallbackList(callbacks, self, {"verbose": verbose}))
@@ -253,12 +260,14 @@ class Model(BatchMethods):
         return values[0] if len(values) == 1 else values
 
     def predict(self, x: Any, batch_size: int | None = None, verbose: int | str = 0,
-                callbacks: Sequence[Callback] | None = None) -> Any:
+                steps: int | None = None, callbacks: Sequence[Callback] | None = None) -> Any:
         """Outputs for every sample, in input order, on every replica, as numpy: one array,
         or, for a model that returns a tuple, list or dict of outputs, the same structure
-        of arrays. No ``compile`` needed."""
+        of arrays; with ``steps``, for the first ``steps`` global batches. No ``compile``
+        needed."""
         trainer = self._trainer if self._trainer is not None else self._predictor()
-        stream = stream_for(self.strategy, x, None, None, batch_size)
+        stream = first_steps(stream_for(self.strategy, x, None, None, batch_size), steps,
+                             "steps", "The data passed to predict()")
         consistency.check_stream(self.strategy, stream, "predict")
         return trainer.predict(stream, CallbackList(callbacks, self, {}))
 

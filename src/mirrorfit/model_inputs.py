@@ -9,7 +9,7 @@ from typing import Any
 from mirrorfit.advice import warn
 from mirrorfit.class_weights import class_sample_weight
 from mirrorfit.data.adapters import as_batch_stream
-from mirrorfit.data.batches import BatchStream
+from mirrorfit.data.batches import BatchStream, FirstSteps
 from mirrorfit.data.sources import TensorSource, leading_length, to_tensor
 from mirrorfit.strategies.strategy import Strategy
 
@@ -121,3 +121,23 @@ def _rows(value: Any, start: int, stop: int) -> Any:
     if isinstance(value, tuple):
         return tuple(_rows(v, start, stop) for v in value)
     return value[start:stop]
+
+
+def first_steps(stream: BatchStream, steps: int | None, arg: str, what: str) -> BatchStream:
+    """``stream`` cut to its first ``steps`` global batches (``arg``: the argument's name);
+    without ``steps``, an infinite stream (``what``) is an error rather than a loop that
+    never ends.
+
+    Raises:
+        ValueError: ``steps`` not a positive integer, or missing for an infinite stream.
+    """
+    if steps is None:
+        if getattr(stream, "infinite", False):
+            raise ValueError(f"{what} is infinite (a Dataset repeated without a count), so "
+                             f"it would never end; pass {arg}=N, the number of batches to "
+                             "take, or give repeat() a count.")
+        return stream
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"{arg} must be a positive integer (global batches); received "
+                         f"{steps!r}.")
+    return FirstSteps(stream, steps)

@@ -1,7 +1,7 @@
 """Ranks that make different local choices still run the same collectives:
 rank-dependent verbose and callbacks, a stop asked by one rank mid-epoch, predict
 with empty shares and with Dataset pipelines, a model returning a dict of outputs,
-class_weight, train_on_batch; and torchrun's own restarts."""
+class_weight, train_on_batch, steps; and torchrun's own restarts."""
 
 from __future__ import annotations
 
@@ -101,6 +101,11 @@ out["class_weight_history"] = weighted.fit(x, y, batch_size=6, epochs=2, verbose
 # 7. train_on_batch: the batch given is the global batch, split over the replicas
 out["on_batch"] = [weighted.train_on_batch(x[:7], y[:7]) for _ in range(3)]
 out["on_batch_weights"] = [w.tolist() for w in weighted.get_weights()]
+
+# 8. steps: the first global batches of an infinite Dataset, on any replica count
+forever = Dataset.from_tensor_slices((x, y)).repeat().batch(5)
+out["first_steps"] = weighted.evaluate(forever, steps=3, verbose=0)
+out["first_steps_finite"] = weighted.evaluate(x[:15], y[:15], batch_size=5, verbose=0)
 sys.stdout.write("JSON " + json.dumps(out) + "\n"); sys.stdout.flush()
 '''
 
@@ -172,6 +177,14 @@ def test_train_on_batch_steps_alike_on_two_replicas(results):
         np.testing.assert_allclose(line["on_batch"], single["on_batch"], rtol=1e-5)
         for a, b in zip(line["on_batch_weights"], single["on_batch_weights"], strict=True):
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+
+def test_steps_take_the_same_first_batches_on_two_replicas(results):
+    single = results[1][0]
+    assert single["first_steps"] == pytest.approx(single["first_steps_finite"], rel=1e-12)
+    for line in results[2]:
+        assert line["first_steps"] == pytest.approx(single["first_steps"], rel=1e-6)
 
 
 RESTART = r'''

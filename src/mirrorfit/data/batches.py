@@ -13,6 +13,7 @@ Separation of concerns:
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
@@ -135,3 +136,30 @@ class IndexedBatches:
                 f"The checkpoint was taken at global batch size {state['batch_size']}, this run "
                 f"uses {self.batch_size}; resume with batch_size={state['batch_size']}."
             )
+
+
+class FirstSteps:
+    """The first ``steps`` global batches of each epoch of ``stream`` (Keras's ``steps``
+    and ``validation_steps``): the same batches on any replica count, and an end for an
+    infinite stream."""
+
+    def __init__(self, stream: BatchStream, steps: int) -> None:
+        self.stream, self.steps = stream, steps
+        self.batch_size = getattr(stream, "batch_size", None)
+
+    def steps_per_epoch(self) -> int | None:
+        inner = self.stream.steps_per_epoch()
+        return self.steps if inner is None else min(inner, self.steps)
+
+    def iter_epoch(self, epoch: int, start_step: int = 0) -> Iterator[LocalBatch]:
+        return itertools.islice(self.stream.iter_epoch(epoch, start_step),
+                                max(0, self.steps - start_step))
+
+    def num_samples(self) -> int | None:
+        return None  # how many the first batches hold is known once they are read
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.stream.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.stream.load_state_dict(state)

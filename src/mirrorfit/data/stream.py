@@ -30,7 +30,7 @@ from mirrorfit.data.prefetch import ordered_map, prefetch
 from mirrorfit.data.sequences import Blocks, Chunk, EpochKey, blocks, items
 from mirrorfit.data.sharding import Replica
 from mirrorfit.data.sources import batch_sizes, batches_per_gather
-from mirrorfit.data.stages import Batch, Stage
+from mirrorfit.data.stages import INFINITE, Batch, Stage
 from mirrorfit.data.trees import as_tuple
 
 __all__ = ["DatasetBatches", "iter_batches", "iter_samples", "local_batches"]
@@ -76,6 +76,11 @@ class DatasetBatches:
     def steps_per_epoch(self) -> int | None:
         n = self.plan().seq.length
         return n if n >= 0 else None
+
+    @property
+    def infinite(self) -> bool:
+        """A ``repeat()`` without a count: an epoch never ends by itself."""
+        return self.plan().seq.length == INFINITE
 
     def num_samples(self) -> int | None:
         plan = self.plan()
