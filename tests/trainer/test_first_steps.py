@@ -7,23 +7,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
-import mirrorfit
 from mirrorfit.data import Dataset
+from tests.models import linear_classifier
 
 
 def _data() -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(0)
     return rng.normal(size=(40, 4)).astype("float32"), rng.integers(0, 3, 40)
-
-
-def _model() -> mirrorfit.Model:
-    torch.manual_seed(0)
-    model = mirrorfit.Model(torch.nn.Linear(4, 3))
-    model.compile("sgd", mirrorfit.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  metrics=["accuracy"])
-    return model
 
 
 def _forever() -> Dataset:
@@ -50,13 +41,13 @@ def _forever() -> Dataset:
 ])
 def test_an_infinite_dataset_without_steps_is_an_error_not_a_hang(call, message):
     with pytest.raises(ValueError) as err:
-        call(_model())
+        call(linear_classifier())
     assert str(err.value).startswith(message)
 
 
 def test_steps_take_the_first_global_batches():
     x, y = _data()
-    model = _model()
+    model = linear_classifier()
     first = model.evaluate(x[:24], y[:24], batch_size=8, return_dict=True, verbose=0)
     assert model.evaluate(_forever(), steps=3, return_dict=True, verbose=0) == first
     assert model.evaluate(x, y, batch_size=8, steps=3, return_dict=True, verbose=0) == first

@@ -10,6 +10,7 @@ import torch
 
 import mirrorfit
 from mirrorfit.class_weights import class_sample_weight
+from tests.models import linear_classifier
 
 
 @pytest.mark.parametrize("y", [
@@ -56,27 +57,19 @@ def test_labels_that_name_no_class_are_refused(y, message):
     assert str(err.value).startswith(message)
 
 
-def _model() -> mirrorfit.Model:
-    torch.manual_seed(0)
-    model = mirrorfit.Model(torch.nn.Linear(4, 3))
-    model.compile("sgd", mirrorfit.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  metrics=["accuracy"])
-    return model
-
-
 def test_fit_with_class_weight_trains_as_with_those_sample_weights_and_leaves_validation():
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(50, 4)).astype("float32"), rng.integers(0, 3, 50)
     weights = {0: 1.0, 1: 4.0, 2: 0.25}
-    by_class = _model()
+    by_class = linear_classifier()
     h1 = by_class.fit(x, y, batch_size=8, epochs=2, verbose=0, seed=3, class_weight=weights,
                       validation_split=0.2).history
-    by_sample = _model()
+    by_sample = linear_classifier()
     sw = np.array([weights[int(c)] for c in y[:40]], dtype="float32")
     h2 = by_sample.fit(x[:40], y[:40], batch_size=8, epochs=2, verbose=0, seed=3,
                        sample_weight=sw, validation_data=(x[40:], y[40:])).history
     assert h1 == h2
-    unweighted = _model().fit(x, y, batch_size=8, epochs=1, verbose=0, seed=3,
+    unweighted = linear_classifier().fit(x, y, batch_size=8, epochs=1, verbose=0, seed=3,
                               validation_split=0.2).history
     assert h1["loss"][0] != unweighted["loss"][0]  # the weights took effect
     # validation is never weighted by class: it equals evaluate on the held-out samples
@@ -89,7 +82,7 @@ def test_class_weight_with_a_dataset_says_how_to_weigh_its_elements():
                                                     np.zeros(8, "int64"))).batch(4)
     with pytest.raises(ValueError, match=r"a Dataset or DataLoader gives each element its "
                                          r"weight itself, e\.g\. ds\.map\("):
-        _model().fit(ds, class_weight={0: 2.0}, verbose=0)
+        linear_classifier().fit(ds, class_weight={0: 2.0}, verbose=0)
 
 
 def test_metrics_ignore_sample_weights_and_weighted_metrics_use_them(tmp_path):
