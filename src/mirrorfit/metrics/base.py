@@ -50,10 +50,11 @@ class Metric:
     def update(self, y_pred: torch.Tensor, y_true: torch.Tensor,
                sample_weight: torch.Tensor | None = None) -> None:
         """Accumulate one batch; a ``(batch,)`` ``sample_weight`` broadcasts over positions."""
-        fn = self.name if self.name.isidentifier() else "metric"
-        one_output(y_pred, f"The metric {self.name}",
-                   f"def {fn}(y_pred, y): return {remake(self, 'mirrorfit.metrics')}"
-                   f".values({{pick}}, y), then metrics=[{fn}]")
+        if not isinstance(y_pred, torch.Tensor):  # the message is built only when it is raised
+            fn = self.name if self.name.isidentifier() else "metric"
+            one_output(y_pred, f"The metric {self.name}",
+                       f"def {fn}(y_pred, y): return {remake(self, 'mirrorfit.metrics')}"
+                       f".values({{pick}}, y), then metrics=[{fn}]")
         if not y_pred.requires_grad:  # the trainer passes detached outputs
             self._accumulate(self.values(y_pred, y_true), sample_weight)
             return
