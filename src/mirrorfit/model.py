@@ -25,7 +25,7 @@ from mirrorfit.callbacks.history import History
 from mirrorfit.callbacks.progbar_logger import ProgbarLogger, format_logs
 from mirrorfit.callbacks.step_timing import StepTiming
 from mirrorfit.checkpoint import model_file
-from mirrorfit.model_batches import BatchMethods
+from mirrorfit.model_batches import BatchMethods, keras_result
 from mirrorfit.model_inputs import first_steps, fit_streams, stream_for
 from mirrorfit.strategies import consistency, context
 from mirrorfit.strategies.default import get_strategy
@@ -254,10 +254,7 @@ class Model(BatchMethods):
         if verbose and self.strategy.is_chief:
             steps = stream.steps_per_epoch()
             print(f"{steps}/{steps}{format_logs(logs)}")
-        if return_dict:
-            return logs
-        values = list(logs.values())
-        return values[0] if len(values) == 1 else values
+        return keras_result(logs, return_dict)
 
     def predict(self, x: Any, batch_size: int | None = None, verbose: int | str = 0,
                 steps: int | None = None, callbacks: Sequence[Callback] | None = None) -> Any:

@@ -19,7 +19,7 @@ from mirrorfit.callbacks.history import History
 from mirrorfit.data.sources import leading_length, to_tensor
 from mirrorfit.summary import count_params
 
-__all__ = ["BatchMethods"]
+__all__ = ["BatchMethods", "keras_result"]
 
 
 class _Loops(Protocol):
@@ -52,7 +52,7 @@ class BatchMethods:
                                sample_weight=sample_weight, class_weight=class_weight)
         finally:
             self.history = kept
-        return _as_keras({k: v[-1] for k, v in history.history.items()}, return_dict)
+        return keras_result({k: v[-1] for k, v in history.history.items()}, return_dict)
 
     def test_on_batch(self: _Loops, x: Any, y: Any = None, sample_weight: Any = None,
                       return_dict: bool = False) -> float | list[float] | dict[str, float]:
@@ -77,7 +77,10 @@ def _rows(x: Any) -> int:
     return max(1, leading_length(to_tensor(x)))
 
 
-def _as_keras(logs: dict[str, float], return_dict: bool) -> float | list[float] | dict[str, float]:
+def keras_result(logs: dict[str, float],
+                 return_dict: bool) -> float | list[float] | dict[str, float]:
+    """What Keras's evaluate-like methods return: ``logs`` with ``return_dict``, else the
+    loss alone or ``[loss, *metrics]``."""
     if return_dict:
         return logs
     values = list(logs.values())
