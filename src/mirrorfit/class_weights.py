@@ -47,7 +47,15 @@ def class_sample_weight(y: Any, class_weight: Any, sample_weight: Any) -> torch.
     if sample_weight is None:
         return out
     sw = to_tensor(sample_weight, "sample_weight").to(torch.float32)
-    return out * (sw.reshape(-1) if sw.dim() == 2 and sw.shape[1] == 1 else sw)
+    if sw.dim() == 2 and sw.shape[1] == 1:  # Keras's (n, 1) weights
+        sw = sw.reshape(-1)
+    if sw.dim() == 0 or sw.shape[0] != out.shape[0]:
+        got = sw.shape[0] if sw.dim() else "a scalar"
+        raise ValueError(f"All inputs must have the same number of samples; received y: "
+                         f"{out.shape[0]}, sample_weight: {got}. Pass one weight per sample.")
+    # the class weight of each sample over its weights' other dims: a shape that does not
+    # fit the samples is refused later, where sample weights without class_weight are
+    return out.reshape(out.shape + (1,) * (sw.dim() - 1)) * sw
 
 
 def _checked(class_weight: Any) -> dict[int, float]:

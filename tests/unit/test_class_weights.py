@@ -30,6 +30,16 @@ def test_sample_weight_multiplies_and_labels_above_the_dict_weigh_one():
     assert class_sample_weight(np.array([5, 1, 0]), {1: 3}, sw).tolist() == [2.0, 3.0, 4.0]
 
 
+
+def test_sample_weights_of_another_length_or_shape_are_refused_as_without_class_weight():
+    with pytest.raises(ValueError, match=r"All inputs must have the same number of samples; "
+                                         r"received y: 3, sample_weight: 2\. Pass one weight"):
+        class_sample_weight(np.array([0, 1, 1]), {1: 2.0}, np.ones(2, "float32"))
+    x, y = np.zeros((2, 4), "float32"), np.array([0, 1])
+    with pytest.raises(ValueError, match=r"sample_weight of shape \(2, 2\) does not fit"):
+        linear_classifier().fit(x, y, sample_weight=np.ones((2, 2), "float32"),
+                                class_weight={1: 2.0}, verbose=0)
+
 @pytest.mark.parametrize("class_weight, message", [
     ([1.0, 2.0], "class_weight must be a dict of class ids to weights, e.g. {0: 1.0, 1: 5.0}; "
                  "received list."),
