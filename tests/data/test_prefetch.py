@@ -85,3 +85,15 @@ def test_ordered_map_keeps_input_order_whatever_finishes_first() -> None:
         return i * i
 
     assert list(ordered_map(slow_for_small, range(30), 4)) == [i * i for i in range(30)]
+
+
+def test_a_device_copy_maps_a_local_batch_and_keeps_its_sizes() -> None:
+    # the CUDA prefetch's per-tensor work (copy, record_stream) goes through _map_item
+    from mirrorfit.data.batches import LocalBatch
+    from mirrorfit.data.prefetch import _map_item
+
+    batch = LocalBatch((torch.ones(3, 2), {"w": torch.zeros(3)}), 3, 5)
+    doubled = _map_item(lambda t: t + 1, batch)
+    assert isinstance(doubled, LocalBatch) and (doubled.size, doubled.global_size) == (3, 5)
+    assert torch.equal(doubled.data[0], torch.full((3, 2), 2.0))
+    assert torch.equal(doubled.data[1]["w"], torch.ones(3))

@@ -15,8 +15,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import torch
 
@@ -24,9 +23,8 @@ from mirrorfit.data.sharding import Replica, epoch_order, num_batches, take_shar
 from mirrorfit.data.sources import Source, batch_sizes, batches_per_gather, split_rows
 
 
-@dataclass
-class LocalBatch:
-    """One replica's share of one global batch.
+class LocalBatch(NamedTuple):
+    """One replica's share of one global batch (a named tuple: one made per step).
 
     Attributes:
         data: the tensors of the share, ``(x, y)`` or ``(x, y, sample_weight)`` or ``(x,)``;

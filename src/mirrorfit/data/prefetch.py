@@ -19,7 +19,7 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import torch
@@ -146,5 +146,5 @@ class _CudaCopier:
 
 def _map_item(fn: Callable[[torch.Tensor], Any], item: Any) -> Any:
     if isinstance(item, LocalBatch):
-        return replace(item, data=tree_map(fn, item.data))
+        return item._replace(data=tree_map(fn, item.data))
     return tree_map(fn, item)
