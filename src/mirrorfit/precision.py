@@ -23,7 +23,8 @@ from typing import Any
 
 import torch
 
-__all__ = ["POLICIES", "FullPrecision", "MixedPrecision", "Precision", "resolve"]
+__all__ = ["POLICIES", "FullPrecision", "MixedPrecision", "Precision", "passthrough",
+           "resolve"]
 
 #: Keras's policy names -> autocast dtype (None: float32 throughout)
 POLICIES: dict[str, torch.dtype | None] = {
@@ -67,6 +68,14 @@ class Precision:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r})"
+
+
+def passthrough(policy: Precision) -> bool:
+    """True where ``policy`` adds nothing to torch's own calls: no context around the
+    forward pass, a plain ``backward()`` and ``step()`` (the base's float32 methods)."""
+    cls = type(policy)
+    return (cls.forward_context is Precision.forward_context
+            and cls.backward is Precision.backward and cls.step is Precision.step)
 
 
 class FullPrecision(Precision):

@@ -29,8 +29,8 @@ from mirrorfit import precision as precision_mod
 from mirrorfit.checkpoint.io import load_checkpoint
 from mirrorfit.checkpoint.writer import CheckpointWriter
 from mirrorfit.data.sharding import Replica
-from mirrorfit.strategies import context
-from mirrorfit.strategies.capabilities import ShardedState
+from mirrorfit.strategies import context, step_function
+from mirrorfit.strategies.capabilities import BackwardSyncControl, ShardedState
 from mirrorfit.strategies.setup import Clipping, Setup, StepInputs
 
 T = TypeVar("T")
@@ -139,6 +139,21 @@ class Strategy:
         return setup
 
     # --- one step (the trainer calls these; a pipeline strategy overrides them) -----------
+    def train_function(self, setup: Setup, call: step_function.Call,
+                       loss: step_function.LossCall) -> step_function.TrainStep:
+        """One training step, ``(x, y, sample_weight, scale, update) -> (loss, y_pred)``:
+        :meth:`forward_backward`, then :meth:`optimizer_step` on an update. Built once per
+        model; where this class's step methods, the float32 policy and no clipping leave
+        nothing to do but torch's own calls, the step runs them in one frame
+        (``strategies.step_function``)."""
+        cls = type(self)
+        if (cls.forward_backward is Strategy.forward_backward
+                and cls.optimizer_step is Strategy.optimizer_step
+                and not isinstance(self, BackwardSyncControl)
+                and precision_mod.passthrough(setup.precision) and not setup.clipping.active):
+            return step_function.plain_step(setup, call, loss)
+        return step_function.general_step(self, setup, call, loss)
+
     def forward_backward(self, setup: Setup, inputs: StepInputs,
                          scale: float) -> tuple[torch.Tensor | None, Any]:
         """Forward and loss under the precision policy, backward of ``loss * scale``.

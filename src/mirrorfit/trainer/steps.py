@@ -91,12 +91,15 @@ class Steps:
         self.loss_fn = loss_fn
         self.device = strategy.device
         self.replicas = strategy.num_replicas_in_sync
+        self._whole = self.replicas == 1
         self._on_host = self.device.type == "cpu"  # sources hold CPU tensors: nothing to move
         self._x: Any = None  # the step's input, for the note on a failing loss
         # a Keras 3 model gets training= and adds its own losses (mirrorfit.keras_models)
         self._call = keras_models.caller(setup.module, call_module)
         self._plain_call = self._call is call_module
         self._model_losses = keras_models.loss_term(setup.module)
+        # forward, loss, backward and (on an update) the optimizer step, as the strategy runs them
+        self._train_step = strategy.train_function(setup, self.call, self.loss)
 
     @property
     def module(self) -> nn.Module:
@@ -111,8 +114,10 @@ class Steps:
         ``losses`` (regularizers, ``add_loss``); a data error gets a note."""
         try:
             loss = self.loss_fn(y_pred, y) if sw is None else self._weighted(y_pred, y, sw)
-            extra = self._model_losses() if self._model_losses is not None else None
-            return loss if extra is None else loss + extra  # a Keras model's own losses
+            if self._model_losses is None:
+                return loss
+            extra = self._model_losses()  # a Keras model's own losses
+            return loss if extra is None else loss + extra
         except STEP_ERRORS as exc:  # free unless raised; see trainer.validation
             explain_step_error(exc, self.module, self._x, y, y_pred)
             raise
@@ -147,19 +152,21 @@ class Steps:
             return unpack(batch.data)
         return to_device(unpack(batch.data), self.device)
 
-    def train(self, batch: LocalBatch,
-              denominator: int | None = None) -> tuple[torch.Tensor | None, Any, Any, Any]:
+    def train(self, batch: LocalBatch, denominator: int | None = None,
+              update: bool = True) -> tuple[torch.Tensor | None, Any, Any, Any]:
         """Forward and backward, scaled to the global mean over ``denominator`` samples
-        (default the global batch); the optimizer steps in ``Strategy.optimizer_step``."""
+        (default the global batch), and on an ``update`` the optimizer step: the
+        strategy's :meth:`~mirrorfit.strategies.strategy.Strategy.train_function`."""
         data = batch.data
         if self._on_host and len(data) == 2:  # the common case: (x, y) where it is
-            (x, y), sw = data, None
+            x, y = data
+            sw = None
         else:
             x, y, sw = self.inputs(batch)
         self._x = x
-        scale = loss_scale(batch.size, denominator or batch.global_size, self.replicas)
-        loss, y_pred = self.strategy.forward_backward(
-            self.setup, StepInputs(x, y, sw, self.call, self.loss), scale)
+        scale = (1.0 if denominator is None and self._whole  # one replica: the share is the batch
+                 else loss_scale(batch.size, denominator or batch.global_size, self.replicas))
+        loss, y_pred = self._train_step(x, y, sw, scale, update)
         return loss, y_pred, y, sw
 
     @torch.no_grad()

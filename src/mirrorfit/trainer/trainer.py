@@ -1,8 +1,8 @@
 """The loops: fit, evaluate, predict. A batch's way reads as a straight line:
 
-    BatchStream (this replica's share) -> Steps.train (the strategy's forward and
-    backward: loss scaled to the global mean, gradients synchronized) ->
-    strategy.optimizer_step (clip, step) -> Tracker -> callbacks
+    BatchStream (this replica's share) -> Steps.train (the strategy's train function:
+    forward and backward, the loss scaled to the global mean, gradients synchronized;
+    on an update the optimizer step, clipped) -> Tracker -> callbacks
 
 The trainer owns the position (epoch, step within the epoch) and the data seed,
 so ``state_dict`` captures exactly where training stands.
@@ -24,7 +24,6 @@ from mirrorfit.cluster import preemption
 from mirrorfit.data.batches import BatchStream, LocalBatch
 from mirrorfit.data.sharding import share_bounds
 from mirrorfit.data.trees import tree_map
-from mirrorfit.strategies.capabilities import BackwardSyncControl
 from mirrorfit.strategies.sync_batchnorm import weightless_share
 from mirrorfit.trainer.context import TrainingContext
 from mirrorfit.trainer.nonfinite import NonFiniteLossWatch
@@ -62,7 +61,6 @@ class Trainer:
         self.seed = 0
         self.stream: BatchStream | None = None
         self._resumed_tracker = False
-        self._sync = self.strategy if isinstance(self.strategy, BackwardSyncControl) else None
         self.context = TrainingContext(self.strategy, steps.setup, self, compile_args or {})
         # logits given to a probability loss: checked on fit's first outputs, chief only
         self._check_outputs = self.strategy.is_chief and needs_output_check(steps.loss_fn)
@@ -115,26 +113,31 @@ class Trainer:
         batches = self._epoch_batches(stream, steps_per_epoch)
         tracker = self.train_tracker
         self._nonfinite.start_epoch(self.step)
+        train = self.steps.train  # forward, backward and, on an update, the optimizer step
+        batch_logs = callbacks.batch_logs
         for batch, denominator, update in self._schedule(batches):
             callbacks.on_train_batch_begin(self.step)
-            loss, y_pred, y, sw = self._train_one(batch, denominator, update)
-            if self._check_outputs and batch.size:  # once per compile (output_checks)
-                self._check_outputs = check_first_outputs(self.steps.loss_fn, y_pred)
-            if batch.size and loss is not None:  # None: a rank without the output (pipeline)
-                tracker.update(loss, y_pred, y, batch.size, sw)
-            self.step += 1
-            sync = callbacks.batch_logs or (sync_every and (
-                self.step % sync_every == 0 or self.step == total))
-            logs = tracker.result() if sync else {}
-            if sync:  # a float the logs needed anyway: no extra synchronization
-                self._nonfinite.check(logs, self.epoch, self.step - 1)
-            callbacks.on_train_batch_end(self.step - 1, logs)
+            if batch.size:
+                loss, y_pred, y, sw = train(batch, denominator, update)
+                if loss is not None:  # None: a rank without the output (pipeline)
+                    if self._check_outputs:  # once per compile (output_checks)
+                        self._check_outputs = check_first_outputs(self.steps.loss_fn, y_pred)
+                    tracker.update(loss, y_pred, y, batch.size, sw)
+            else:
+                self._train_empty(batch, denominator, update)
+            step = self.step = self.step + 1
+            if batch_logs or (sync_every and (step % sync_every == 0 or step == total)):
+                logs = tracker.result()  # a float the logs needed anyway: no extra sync
+                self._nonfinite.check(logs, self.epoch, step - 1)
+            else:
+                logs = {}
+            callbacks.on_train_batch_end(step - 1, logs)
             if not update:
                 continue
-            if callbacks.batch_logs and self._agree_stop():  # every rank leaves at this step
+            if batch_logs and self._agree_stop():  # every rank leaves at this step
                 break
             # every K updates all workers agree on a preemption signal (one scalar reduce)
-            if self.step % self._preempt_every == 0 and preemption.agreed(self.strategy):
+            if step % self._preempt_every == 0 and preemption.agreed(self.strategy):
                 preemption.preempt(self.context, callbacks)  # raises Preempted
         logs = tracker.result()
         self._nonfinite.check(logs, self.epoch, self.step - 1)
@@ -158,28 +161,12 @@ class Trainer:
         return itertools.islice(stream.iter_epoch(data_epoch, first + self.step),
                                 max(0, stop - first - self.step))
 
-    def _train_one(self, batch: LocalBatch, denominator: int | None,
+    def _train_empty(self, batch: LocalBatch, denominator: int | None,
                    update: bool) -> tuple[torch.Tensor | None, Any, Any, Any]:
-        """Forward and backward (synchronized on an update only, where the strategy can
-        skip synchronization), then the strategy's optimizer step on an update."""
-        if not batch.size:  # an empty share's dummy sample: weight 0, no BatchNorm statistics
-            with weightless_share(self.steps.module), self._backward_sync(update):
-                out = self.steps.train(batch, denominator)
-        elif self._sync is None:  # the common case in one frame: nothing to enter
-            out = self.steps.train(batch, denominator)
-        else:
-            with self._backward_sync(update):
-                out = self.steps.train(batch, denominator)
-        if update:
-            self.strategy.optimizer_step(self.setup)
-        return out
-
-    def _backward_sync(self, update: bool) -> contextlib.AbstractContextManager[Any]:
-        """Gradients synchronized in this backward only on an update, where the strategy
-        can skip synchronization."""
-        if self._sync is None:
-            return contextlib.nullcontext()
-        return self._sync.no_backward_sync(self.setup, not update)
+        """An empty share's step: its dummy sample weighs 0 and adds no BatchNorm
+        statistics (the trainer's loop calls ``Steps.train`` itself otherwise)."""
+        with weightless_share(self.steps.module):
+            return self.steps.train(batch, denominator, update)
 
     def _schedule(self, batches: Iterator[LocalBatch],
                   ) -> Iterator[tuple[LocalBatch, int | None, bool]]:
