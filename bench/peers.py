@@ -1,23 +1,30 @@
-"""mirrorfit's fit against its peers on the seed MLP, interleaved in one process.
+"""mirrorfit's fit against its peers on the seed MLP, each beside the hand loop in one run.
 
     pip install lightning accelerate keras        # optional; a missing peer is skipped
-    python bench/peers.py [--rounds 15] [--steps 600] [--plot docs/peers.png] 2>/dev/null
+    python bench/peers.py [--rounds 15] [--steps 600] [--block 10] [--plot PNG] 2>/dev/null
 
 The Keras guide's MNIST MLP (784-256-256-10, ReLU, logits), batch 32, Adam
 (lr 1e-3), one thread, no metrics, no progress output. Each round runs every
-contender once, in an order that rotates from round to round, each beside a run of
-the hand loop (just before it in even rounds, just after it in odd ones), so a drift
-of the (shared) machine's speed hits both runs of a pair alike. A contender's time
-per step runs from its step ``--warmup`` to its last step (set-up and first steps
-excluded); its ratio to the hand loop is the median over rounds of the ratio to the
-hand-loop run beside it.
+contender once, in an order that rotates from round to round. A contender runs its
+own loop as its documentation shows, with one call added at the start of each of its
+steps (a callback's batch-begin hook, or a line at the top of a hand-written loop):
+every ``--block`` steps that call runs ``--block`` steps of the hand loop, on its own
+module and optimizer, timed apart. So the contender and the hand loop take turns
+every few milliseconds within one run, and a drift of the (shared) machine's speed,
+which reaches 10-30% within seconds on a VM, hits both alike. A contender's time per
+step is that of its whole blocks from step ``--warmup`` on (set-up, first steps and
+the end of the run excluded, as are the hand loop's blocks); its ratio to the hand
+loop is the median over rounds of the hand loop's time per step in that run over
+the contender's. Each switch costs both loops the same reloading of caches the
+other evicted; the row "hand loop, again", the hand loop as a contender of its own,
+shows what the method gives for identical code (A/A).
 
 Contenders, each written the way its documentation shows:
 
 - ``hand loop``: batches by ``index_select`` from one tensor, forward,
-  ``cross_entropy``, backward, ``Adam(fused=True)``, a running loss sum. The baseline.
-- ``hand loop, again``: the hand loop a second time, as its own contender: its ratio
-  to the first (A/A) is the noise a whole-run comparison carries on this host.
+  ``cross_entropy``, backward, ``Adam(fused=True)``, a running loss sum. The baseline,
+  run beside every other contender.
+- ``hand loop, again``: the same code as a contender (A/A).
 - ``hand loop + DataLoader``: the same with ``DataLoader(TensorDataset, batch_size=32,
   shuffle=True)``, which Lightning and Accelerate take (the cost of collating 32
   samples per step, apart from any framework).
@@ -60,7 +67,8 @@ from torch.utils.data import DataLoader, TensorDataset
 import mirrorfit
 
 BATCH = 32
-Runner = Callable[[int, int], tuple[float, float]]  # (steps, warmup) -> wall, CPU s/step
+Clocks = tuple[float, float]  # (wall, CPU) seconds
+Runner = Callable[[int, "Beside"], None]  # (steps, the hand loop beside it) -> None
 
 
 _INITIAL = seed_mlp(seed=0).state_dict()
@@ -76,46 +84,96 @@ def adam(module: nn.Module, fused: bool = True) -> torch.optim.Optimizer:
     return torch.optim.Adam(module.parameters(), lr=1e-3, fused=True if fused else None)
 
 
-class Stamps:
-    """Clocks at the start of each step and at the end: per-step seconds after warmup.
+def clocks() -> Clocks:
+    """The wall clock, and the CPU time of this process (all its threads). On a host
+    shared with other jobs, the wall clock also counts the time this process waited
+    for a core; the CPU time does not."""
+    return time.perf_counter(), time.process_time()
 
-    Two clocks: the wall clock, and the CPU time of this process (all its threads).
-    On a host shared with other jobs, the wall clock also counts the time this
-    process waited for a core; the CPU time does not.
-    """
 
-    def __init__(self) -> None:
-        self.wall: list[float] = []
-        self.cpu: list[float] = []
+class HandLoop:
+    """The baseline, one step at a time: ``index_select`` batches, forward,
+    ``cross_entropy``, backward, fused Adam, a running loss sum."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, fused: bool = True) -> None:
+        self.x, self.y = x, y
+        self.module = fresh()
+        self.opt = adam(self.module, fused)
+        self.order = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
+        self.loss_sum = torch.zeros((), dtype=torch.float64)
+        self.i = 0
+
+    def step(self) -> None:
+        if (self.i + 1) * BATCH > len(self.order):
+            self.i = 0
+        idx = self.order[self.i * BATCH:(self.i + 1) * BATCH]
+        self.i += 1
+        xb, yb = self.x.index_select(0, idx), self.y.index_select(0, idx)
+        loss = F.cross_entropy(self.module(xb), yb)
+        loss.backward()
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+        self.loss_sum += loss.detach()
+
+    def finish(self) -> None:
+        float(self.loss_sum)
+
+
+class Beside:
+    """The hand loop taking turns with a contender: the contender calls :meth:`tick` at
+    the start of each of its steps; every ``block`` calls, ``block`` hand-loop steps
+    run, timed apart. From step ``warmup`` on, each whole block of the contender's
+    steps (from the end of one hand block to the start of the next) and each hand
+    block are added to their totals."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, block: int, warmup: int) -> None:
+        if warmup % block:
+            raise ValueError(f"--warmup {warmup} must be a multiple of --block {block}")
+        self.hand = HandLoop(x, y)
+        self.block, self.warmup = block, warmup
+        self.calls = 0
+        self.mark: Clocks | None = None  # the end of the last timed hand block
+        self.contender_time, self.hand_time = [0.0, 0.0], [0.0, 0.0]
+        self.contender_steps = self.hand_steps = 0
 
     def tick(self) -> None:
-        self.wall.append(time.perf_counter())
-        self.cpu.append(time.process_time())
+        if self.calls % self.block == 0:
+            start = clocks()
+            if self.mark is not None:  # the contender's last `block` steps, whole
+                self._add(self.contender_time, start, self.mark)
+                self.contender_steps += self.block
+            for _ in range(self.block):
+                self.hand.step()
+            end = clocks()
+            self.mark = None
+            if self.calls >= self.warmup:
+                self._add(self.hand_time, end, start)
+                self.hand_steps += self.block
+                self.mark = end
+        self.calls += 1
 
-    def per_step(self, warmup: int) -> tuple[float, float]:
-        steps = len(self.wall) - 1 - warmup
-        return ((self.wall[-1] - self.wall[warmup]) / steps,
-                (self.cpu[-1] - self.cpu[warmup]) / steps)
+    @staticmethod
+    def _add(total: list[float], later: Clocks, earlier: Clocks) -> None:
+        total[0] += later[0] - earlier[0]
+        total[1] += later[1] - earlier[1]
+
+    def per_step(self) -> tuple[Clocks, Clocks]:
+        """(contender, hand loop) seconds per step, (wall, CPU) each."""
+        self.hand.finish()
+        if not self.contender_steps:
+            raise ValueError("no whole block after the warmup: raise --steps")
+        return ((self.contender_time[0] / self.contender_steps,
+                 self.contender_time[1] / self.contender_steps),
+                (self.hand_time[0] / self.hand_steps, self.hand_time[1] / self.hand_steps))
 
 
 def hand_runner(x: torch.Tensor, y: torch.Tensor, fused: bool = True) -> Runner:
-    def run(steps: int, warmup: int) -> tuple[float, float]:
-        module = fresh()
-        opt = adam(module, fused)
-        order = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
-        loss_sum, stamps = torch.zeros((), dtype=torch.float64), Stamps()
-        for i in range(steps):
-            stamps.tick()
-            idx = order[i * BATCH:(i + 1) * BATCH]
-            xb, yb = x.index_select(0, idx), y.index_select(0, idx)
-            loss = F.cross_entropy(module(xb), yb)
-            loss.backward()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            loss_sum += loss.detach()
-        stamps.tick()
-        float(loss_sum)
-        return stamps.per_step(warmup)
+    def run(steps: int, beside: Beside) -> None:
+        loop = HandLoop(x, y, fused)
+        for _ in range(steps):
+            beside.tick()
+            loop.step()
+        loop.finish()
     return run
 
 
@@ -126,43 +184,36 @@ def loader(x: torch.Tensor, y: torch.Tensor, steps: int) -> DataLoader:
 
 
 def dataloader_runner(x: torch.Tensor, y: torch.Tensor) -> Runner:
-    def run(steps: int, warmup: int) -> tuple[float, float]:
+    def run(steps: int, beside: Beside) -> None:
         module = fresh()
         opt = adam(module)
-        loss_sum, stamps = torch.zeros((), dtype=torch.float64), Stamps()
+        loss_sum = torch.zeros((), dtype=torch.float64)
         for xb, yb in loader(x, y, steps):
-            stamps.tick()
+            beside.tick()
             loss = F.cross_entropy(module(xb), yb)
             loss.backward()
             opt.step()
             opt.zero_grad(set_to_none=True)
             loss_sum += loss.detach()
-        stamps.tick()
         float(loss_sum)
-        return stamps.per_step(warmup)
     return run
 
 
 def mirrorfit_runner(x: torch.Tensor, y: torch.Tensor) -> Runner:
-    class Clock(mirrorfit.callbacks.Callback):
-        def __init__(self) -> None:
+    class Tick(mirrorfit.callbacks.Callback):
+        def __init__(self, beside: Beside) -> None:
             super().__init__()
-            self.stamps = Stamps()
+            self.beside = beside
 
         def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
-            self.stamps.tick()
+            self.beside.tick()
 
-        def on_train_end(self, logs: dict | None = None) -> None:
-            self.stamps.tick()
-
-    def run(steps: int, warmup: int) -> tuple[float, float]:
+    def run(steps: int, beside: Beside) -> None:
         model = mirrorfit.Model(fresh())
         model.compile("adam", mirrorfit.losses.SparseCategoricalCrossentropy(from_logits=True))
-        clock = Clock()
         n = steps * BATCH
         model.fit(x[:n], y[:n], batch_size=BATCH, epochs=1, verbose=0, seed=0,
-                  callbacks=[clock])
-        return clock.stamps.per_step(warmup)
+                  callbacks=[Tick(beside)])
     return run
 
 
@@ -181,81 +232,68 @@ def lightning_runner(x: torch.Tensor, y: torch.Tensor) -> Runner:
         def configure_optimizers(self) -> torch.optim.Optimizer:
             return adam(self.net)
 
-    class Clock(L.Callback):
-        def __init__(self) -> None:
-            self.stamps = Stamps()
+    class Tick(L.Callback):
+        def __init__(self, beside: Beside) -> None:
+            self.beside = beside
 
         def on_train_batch_start(self, *args: Any) -> None:
-            self.stamps.tick()
+            self.beside.tick()
 
-        def on_train_end(self, *args: Any) -> None:
-            self.stamps.tick()
-
-    def run(steps: int, warmup: int) -> tuple[float, float]:
-        clock = Clock()
+    def run(steps: int, beside: Beside) -> None:
         trainer = L.Trainer(accelerator="cpu", devices=1, max_epochs=1, logger=False,
                             enable_checkpointing=False, enable_progress_bar=False,
                             enable_model_summary=False, num_sanity_val_steps=0,
-                            callbacks=[clock])
+                            callbacks=[Tick(beside)])
         trainer.fit(MLP(), loader(x, y, steps))
-        return clock.stamps.per_step(warmup)
     return run
 
 
 def accelerate_runner(x: torch.Tensor, y: torch.Tensor) -> Runner:
     from accelerate import Accelerator
 
-    def run(steps: int, warmup: int) -> tuple[float, float]:
+    def run(steps: int, beside: Beside) -> None:
         accelerator = Accelerator(cpu=True)
         module = fresh()
         model, opt, data = accelerator.prepare(module, adam(module), loader(x, y, steps))
-        loss_sum, stamps = torch.zeros((), dtype=torch.float64), Stamps()
+        loss_sum = torch.zeros((), dtype=torch.float64)
         for xb, yb in data:
-            stamps.tick()
+            beside.tick()
             loss = F.cross_entropy(model(xb), yb)
             accelerator.backward(loss)
             opt.step()
             opt.zero_grad(set_to_none=True)
             loss_sum += loss.detach()
-        stamps.tick()
         float(loss_sum)
-        return stamps.per_step(warmup)
     return run
 
 
 def keras_runner(x: torch.Tensor, y: torch.Tensor) -> Runner:
     import keras
 
-    class Clock(keras.callbacks.Callback):
-        def __init__(self) -> None:
+    class Tick(keras.callbacks.Callback):
+        def __init__(self, beside: Beside) -> None:
             super().__init__()
-            self.stamps = Stamps()
+            self.beside = beside
 
         def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
-            self.stamps.tick()
-
-        def on_train_end(self, logs: dict | None = None) -> None:
-            self.stamps.tick()
+            self.beside.tick()
 
     xs, ys = x.numpy(), y.numpy()
 
-    def run(steps: int, warmup: int) -> tuple[float, float]:
+    def run(steps: int, beside: Beside) -> None:
         keras.utils.set_random_seed(0)
         model = keras.Sequential([keras.Input((784,)), keras.layers.Dense(256, "relu"),
                                   keras.layers.Dense(256, "relu"), keras.layers.Dense(10)])
         model.compile(optimizer=keras.optimizers.Adam(),
                       loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                       jit_compile=False)
-        clock = Clock()
         n = steps * BATCH
-        model.fit(xs[:n], ys[:n], batch_size=BATCH, epochs=1, verbose=0, callbacks=[clock])
-        return clock.stamps.per_step(warmup)
+        model.fit(xs[:n], ys[:n], batch_size=BATCH, epochs=1, verbose=0, callbacks=[Tick(beside)])
     return run
 
 
 PEERS: dict[str, Callable[[torch.Tensor, torch.Tensor], Runner]] = {
-    "hand loop": hand_runner,
-    "hand loop, again": hand_runner,  # A/A: the noise of whole-run ratios here
+    "hand loop, again": hand_runner,  # A/A: what the method gives for identical code
     "hand loop + DataLoader": dataloader_runner,
     "hand loop, torch's default Adam": lambda x, y: hand_runner(x, y, fused=False),
     "mirrorfit fit": mirrorfit_runner,
@@ -282,45 +320,45 @@ def cpu_name() -> str:
     return platform.processor() or "unknown"
 
 
-def quietly(fn: Runner, steps: int, warmup: int) -> tuple[float, float]:
+def quietly(fn: Runner, steps: int, beside: Beside) -> None:
     """Run a contender with its banners and warnings silenced (they are not timed)."""
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
             contextlib.redirect_stderr(io.StringIO()):
         warnings.simplefilter("ignore")
-        return fn(steps, warmup)
+        fn(steps, beside)
 
 
 BASE = "hand loop"
-Times = dict[str, list[tuple[float, float]]]  # contender -> (wall, CPU) s/step per round
+Times = dict[str, list[Clocks]]  # contender -> (wall, CPU) s/step per round
 
 
-def measure(runners: dict[str, Runner], rounds: int, steps: int,
-            warmup: int) -> tuple[Times, Times]:
-    """Each contender's seconds per step per round, and the hand loop's in a run right
-    beside it (before it in even rounds, after it in odd ones): a ratio compares two
-    runs a second apart, so a drift of the machine's speed over a round cancels."""
+def measure(runners: dict[str, Runner], x: torch.Tensor, y: torch.Tensor, rounds: int,
+            steps: int, warmup: int, block: int) -> tuple[Times, Times]:
+    """Each contender's seconds per step per round, and the hand loop's beside it in the
+    same run."""
     times: Times = {name: [] for name in runners}
     beside: Times = {name: [] for name in runners}
-    others = [n for n in runners if n != BASE]
+    names = list(runners)
     for r in range(rounds):
-        for name in others[r % len(others):] + others[:r % len(others)]:
-            pair = (BASE, name) if r % 2 == 0 else (name, BASE)
-            got = {n: quietly(runners[n], steps, warmup) for n in pair}
-            times[name].append(got[name])
-            beside[name].append(got[BASE])
-            times[BASE].append(got[BASE])
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            hand = Beside(x, y, block, warmup)
+            quietly(runners[name], steps, hand)
+            got, base = hand.per_step()
+            times[name].append(got)
+            beside[name].append(base)
         print(f"round {r + 1}/{rounds}, CPU time vs the hand loop beside it: " + ", ".join(
-            f"{n} {beside[n][-1][1] / times[n][-1][1]:.3f}" for n in others), flush=True)
+            f"{n} {beside[n][-1][1] / times[n][-1][1]:.3f}" for n in names), flush=True)
+    times[BASE] = [t for n in names for t in beside[n]]
     beside[BASE] = times[BASE]
-    return times, beside
+    return {BASE: times.pop(BASE), **times}, beside
 
 
 Row = tuple[str, float, float, float, float]
 
 
 def table(times: Times, beside: Times, clock: int) -> list[Row]:
-    """(name, median steps/s, ratio to the hand loop run beside it: median, min, max
-    over rounds) for ``clock`` 0 (wall) or 1 (CPU time)."""
+    """(name, median steps/s, ratio to the hand loop beside it: median, min, max over
+    rounds) for ``clock`` 0 (wall) or 1 (CPU time)."""
     rows = []
     for name, pairs in times.items():
         ts = [t[clock] for t in pairs]
@@ -358,7 +396,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--steps", type=int, default=600,
                         help="steps per run (timed: those after --warmup)")
-    parser.add_argument("--warmup", type=int, default=30)
+    parser.add_argument("--warmup", type=int, default=30,
+                        help="untimed first steps of each run, a multiple of --block")
+    parser.add_argument("--block", type=int, default=10,
+                        help="steps each loop runs before the other takes its turn")
+    parser.add_argument("--only", nargs="+", default=None, metavar="NAME",
+                        help="run only the contenders whose names start with these, "
+                             "e.g. --only mirrorfit 'hand loop, again'")
     parser.add_argument("--plot", default=None, help="write a bar chart PNG here")
     args = parser.parse_args()
 
@@ -368,6 +412,8 @@ def main() -> None:
 
     runners, missing = {}, []
     for name, make in PEERS.items():
+        if args.only and not name.startswith(tuple(args.only)):
+            continue
         try:
             runners[name] = make(x, y)
         except ImportError as err:
@@ -375,13 +421,14 @@ def main() -> None:
     for name in ("lightning", "lightning.pytorch", "lightning.fabric"):  # set at their import
         logging.getLogger(name).setLevel(logging.ERROR)
     load_before = os.getloadavg()[0]
-    times, beside = measure(runners, args.rounds, args.steps, args.warmup)
+    times, beside = measure(runners, x, y, args.rounds, args.steps, args.warmup, args.block)
     load_after = os.getloadavg()[0]
 
     info = versions()
     print(f"\n{cpu_name()}, 1 thread; load average {load_before:.1f} before, "
           f"{load_after:.1f} after; {args.rounds} rounds of {args.steps} steps "
-          f"({args.warmup} untimed) at batch {BATCH}")
+          f"({args.warmup} untimed) at batch {BATCH}, the hand loop beside each contender "
+          f"in blocks of {args.block} steps")
     print(", ".join(f"{k} {v}" for k, v in info.items()))
     if missing:
         print("skipped: " + "; ".join(missing))
@@ -394,7 +441,8 @@ def main() -> None:
               f"{wratio:.3f} | {wlo:.3f}-{whi:.3f} |")
     if args.plot:
         plot(cpu, args.plot, f"MNIST MLP, batch {BATCH}, Adam, 1 CPU thread: CPU time per step\n"
-                             f"torch {info['torch']}, {args.rounds} interleaved rounds")
+                             f"torch {info['torch']}, {args.rounds} rounds, blocks of {args.block} "
+                             "steps beside the hand loop")
         print(f"\nwrote {args.plot} (CPU time)")
 
 
