@@ -7,8 +7,8 @@ inside the strategy's backward-synchronization control where it has one.
 :func:`plain_step` is the same arithmetic in one frame, for a strategy that changes
 none of it: :meth:`Strategy.train_function` picks it where ``forward_backward`` and
 ``optimizer_step`` are the base class's own, the precision policy does nothing
-(float32), nothing clips and no backward synchronization is skipped. On a small model
-the general function's layering is about a percent of the step (``bench/fit_cost.py``).
+(float32), nothing clips and no backward synchronization is skipped. On the seed MLP
+that one frame made ``fit`` about 0.7% faster (``bench/peers.py``, docs/benchmarks.md).
 """
 
 from __future__ import annotations
