@@ -23,8 +23,10 @@ Contenders, each written the way its documentation shows:
 
 - ``hand loop``: batches by ``index_select`` from one tensor, forward,
   ``cross_entropy``, backward, ``Adam(fused=True)``, a running loss sum. The baseline,
-  run beside every other contender.
-- ``hand loop, again``: the same code as a contender (A/A).
+  run beside every other contender; its row's steps/s is the median over all those
+  runs (its ratio is 1 by definition).
+- ``hand loop, again``: the same code as a contender (A/A), in its own sample order
+  (the same batches as the loop beside it would still be in the caches).
 - ``hand loop + DataLoader``: the same with ``DataLoader(TensorDataset, batch_size=32,
   shuffle=True)``, which Lightning and Accelerate take (the cost of collating 32
   samples per step, apart from any framework).
@@ -95,11 +97,12 @@ class HandLoop:
     """The baseline, one step at a time: ``index_select`` batches, forward,
     ``cross_entropy``, backward, fused Adam, a running loss sum."""
 
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, fused: bool = True) -> None:
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, fused: bool = True,
+                 seed: int = 0) -> None:
         self.x, self.y = x, y
         self.module = fresh()
         self.opt = adam(self.module, fused)
-        self.order = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
+        self.order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
         self.loss_sum = torch.zeros((), dtype=torch.float64)
         self.i = 0
 
@@ -169,7 +172,8 @@ class Beside:
 
 def hand_runner(x: torch.Tensor, y: torch.Tensor, fused: bool = True) -> Runner:
     def run(steps: int, beside: Beside) -> None:
-        loop = HandLoop(x, y, fused)
+        # its own order: the same batches as the loop beside it would be warm in the caches
+        loop = HandLoop(x, y, fused, seed=1)
         for _ in range(steps):
             beside.tick()
             loop.step()
@@ -418,6 +422,9 @@ def main() -> None:
             runners[name] = make(x, y)
         except ImportError as err:
             missing.append(f"{name} ({err})")
+    if not runners:
+        parser.error(f"no contender to run: --only {args.only} names none of {list(PEERS)}"
+                     + (f"; skipped: {missing}" if missing else ""))
     for name in ("lightning", "lightning.pytorch", "lightning.fabric"):  # set at their import
         logging.getLogger(name).setLevel(logging.ERROR)
     load_before = os.getloadavg()[0]

@@ -1,9 +1,10 @@
 """Optional capabilities of a strategy, as small explicit interfaces.
 
-The trainer and the checkpoint code ask ``isinstance(strategy, Capability)``; a
-strategy that lacks one simply does not inherit it (no ``getattr`` probing of
-wrapped modules, which would silently do nothing on a module that lacks the
-method: an FSDP module, for one, would all-reduce on every micro-step).
+The step function (``strategies.step_function``) and the checkpoint code ask
+``isinstance(strategy, Capability)``; a strategy that lacks one simply does not
+inherit it (no ``getattr`` probing of wrapped modules, which would silently do
+nothing on a module that lacks the method: an FSDP module, for one, would
+all-reduce on every micro-step).
 """
 
 from __future__ import annotations

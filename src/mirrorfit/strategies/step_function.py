@@ -7,8 +7,10 @@ inside the strategy's backward-synchronization control where it has one.
 :func:`plain_step` is the same arithmetic in one frame, for a strategy that changes
 none of it: :meth:`Strategy.train_function` picks it where ``forward_backward`` and
 ``optimizer_step`` are the base class's own, the precision policy does nothing
-(float32), nothing clips and no backward synchronization is skipped. On the seed MLP
-that one frame made ``fit`` about 0.7% faster (``bench/peers.py``, docs/benchmarks.md).
+(float32), nothing clips and no backward synchronization is skipped. With it (and a
+trimmed trainer loop) a step of fit makes 10 calls into mirrorfit's files instead of
+16, and runs 314 bytecodes in them instead of 419 (``tests/trainer/test_hot_path.py``,
+``bench/step_bytecodes.py``).
 """
 
 from __future__ import annotations

@@ -138,7 +138,7 @@ class Strategy:
             setup.compile()
         return setup
 
-    # --- one step (the trainer calls these; a pipeline strategy overrides them) -----------
+    # --- one step (the trainer calls train_function; a pipeline strategy overrides the rest)
     def train_function(self, setup: Setup, call: step_function.Call,
                        loss: step_function.LossCall) -> step_function.TrainStep:
         """One training step, ``(x, y, sample_weight, scale, update) -> (loss, y_pred)``:

@@ -161,12 +161,12 @@ class Trainer:
         return itertools.islice(stream.iter_epoch(data_epoch, first + self.step),
                                 max(0, stop - first - self.step))
 
-    def _train_empty(self, batch: LocalBatch, denominator: int | None,
-                   update: bool) -> tuple[torch.Tensor | None, Any, Any, Any]:
+    def _train_empty(self, batch: LocalBatch, denominator: int | None, update: bool) -> None:
         """An empty share's step: its dummy sample weighs 0 and adds no BatchNorm
-        statistics (the trainer's loop calls ``Steps.train`` itself otherwise)."""
+        statistics (the trainer's loop calls ``Steps.train`` itself otherwise). The
+        update, if any, runs inside too; it runs no forward pass."""
         with weightless_share(self.steps.module):
-            return self.steps.train(batch, denominator, update)
+            self.steps.train(batch, denominator, update)
 
     def _schedule(self, batches: Iterator[LocalBatch],
                   ) -> Iterator[tuple[LocalBatch, int | None, bool]]:
