@@ -5,8 +5,9 @@
 Counts (does not time) the bytecodes the interpreter runs per step on the seed MLP
 (MNIST, batch 32, fused Adam), per source file: a tracer counts every opcode of
 ``fit`` over 200 steps and over 100 steps, and the difference over 100 is the
-steady step. The hand loop (``index_select`` batches, forward, ``cross_entropy``,
-backward, step, zero, a running loss) is counted the same way. The count is the
+steady step. The hand loop of ``bench/peers.py`` (``index_select`` batches, forward,
+``cross_entropy``, backward, step, zero, a running loss; one method call per step)
+is counted the same way. The count is the
 same on any host, so a change to fit's hot path shows in it where a timing cannot
 resolve it (``bench/peers.py`` and ``bench/fit_cost.py`` time it).
 """
@@ -21,8 +22,8 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-import torch.nn.functional as F
-from seed_mlp import mnist_flat, seed_mlp  # bench/, the script's folder
+from peers import HandLoop  # bench/, the script's folder
+from seed_mlp import mnist_flat, seed_mlp
 
 import mirrorfit
 
@@ -59,22 +60,13 @@ def fit_run(x: torch.Tensor, y: torch.Tensor, steps: int, metrics: list[str]) ->
 
 
 def hand_run(x: torch.Tensor, y: torch.Tensor, steps: int) -> Callable[[], None]:
-    module = seed_mlp(seed=0)
-    opt = torch.optim.Adam(module.parameters(), lr=1e-3, fused=True)
-    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
+    loop = HandLoop(x, y)
 
     def run() -> None:
-        loss_sum = torch.zeros((), dtype=torch.float64)
-        for i in range(steps):
-            idx = order[i * 32:(i + 1) * 32]
-            xb, yb = x.index_select(0, idx), y.index_select(0, idx)
-            loss = F.cross_entropy(module(xb), yb)
-            loss.backward()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            loss_sum += loss.detach()
-        float(loss_sum)
-    return lambda: run()  # a frame of its own, so the tracer sees the loop's opcodes
+        for _ in range(steps):
+            loop.step()
+        loop.finish()
+    return run
 
 
 def per_step(make: Callable[[int], Callable[[], None]]) -> Counts:
